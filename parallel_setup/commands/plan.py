@@ -99,8 +99,16 @@ def show(args: argparse.Namespace) -> int:
     project = _project(args)
     path = resolve_plan_path(project, args.file)
     plan = load_plan_file(path, max_tasks=args.max_tasks, project=project)
-    print(summarize(plan, str(path)))
+    print(summarize(plan, display_path(project, path)))
     return 0
+
+
+def display_path(project: Path, path: Path) -> str:
+    """A path relative to the project when it is inside it (shorter, and stable in output)."""
+    try:
+        return str(Path(path).resolve().relative_to(project))
+    except ValueError:
+        return str(path)
 
 
 def summarize(plan: Plan, filename: str) -> str:
@@ -167,10 +175,7 @@ def save(args: argparse.Namespace) -> int:
     tmp = target.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)
-    try:
-        shown = target.relative_to(project)
-    except ValueError:
-        shown = target
+    shown = display_path(project, target)
     for w in plan.warnings:
         print(w.format(str(shown)), file=sys.stderr)
     print(f"Saved {shown}\n")
