@@ -1,0 +1,179 @@
+"""Run the real Claude Code CLI offline against tests.support.messages_api.MessagesAPIServer.
+
+Binary lookup: env CLAUDE_BIN, else <repo>/node_modules/@anthropic-ai/claude-code-linux-x64/claude
+(npm 11 skips the postinstall, so node_modules/.bin/claude is only a placeholder), else `claude`
+on PATH. Missing binary: pytest.skip locally, pytest.fail when env CI is set (CI installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NPM_BINARY = REPO_ROOT / "node_modules" / "@anthropic-ai" / "claude-code-linux-x64" / "claude"
+DEFAULT_TIMEOUT = 120
+
+
+def _works(path: str) -> bool:
+    try:
+        r = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0 and "Claude Code" in r.stdout
+
+
+_cached: str | None = None
+
+
+def find_claude() -> str | None:
+    """Path of a working claude binary, or None."""
+    global _cached
+    if _cached:
+        return _cached
+    candidates = []
+    if os.environ.get("CLAUDE_BIN"):
+        candidates.append(os.environ["CLAUDE_BIN"])
+    candidates.append(str(NPM_BINARY))
+    on_path = shutil.which("claude")
+    if on_path:
+        candidates.append(on_path)
+    for c in candidates:
+        if Path(c).is_file() and os.access(c, os.X_OK) and _works(c):
+            _cached = c
+            return c
+    return None
+
+
+def claude_bin() -> str:
+    """Path of the claude binary; skips the test (fails it under CI) when none is found."""
+    path = find_claude()
+    if path:
+        return path
+    msg = (
+        "Claude Code CLI not found: set CLAUDE_BIN, or run `npm install @anthropic-ai/claude-code@2.1.328` "
+        f"in the repo (expects {NPM_BINARY}), or put `claude` on PATH"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(msg + " [CI is set, so this is a failure, not a skip]", pytrace=False)
+    pytest.skip(msg)
+    raise AssertionError("unreachable")
+
+
+def claude_env(*, api_url: str, home: os.PathLike | str, extra_env: Mapping[str, str] | None = None) -> dict:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        # never let a developer's real credentials / config leak into a test run
+        if not k.startswith(("ANTHROPIC_", "CLAUDE_", "CLAUDECODE")) and k not in ("HOME",)
+    }
+    env.update(
+        {
+            "ANTHROPIC_BASE_URL": api_url,
+            "ANTHROPIC_API_KEY": "test",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "HOME": str(home),
+            "IS_SANDBOX": "1",  # bypassPermissions refuses to run as root otherwise
+        }
+    )
+    if extra_env:
+        env.update(extra_env)
+    return env
+
+
+def run_claude(
+    prompt: str,
+    *,
+    cwd: os.PathLike | str,
+    plugin_dir: os.PathLike | str | None,
+    api_url: str,
+    home: os.PathLike | str,
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    output_format: str = "text",
+    args: Iterable[str] = (),
+    check: bool = False,
+) -> subprocess.CompletedProcess:
+    """``claude -p PROMPT --plugin-dir DIR --permission-mode bypassPermissions --output-format F``.
+
+    Returns the CompletedProcess (text mode). With output_format="json" the parsed result is in
+    ``proc.json`` (None if stdout is not JSON); with "stream-json" ``proc.events`` is the list of
+    parsed lines (stream-json needs --verbose, which is added).
+    """
+    Path(home).mkdir(parents=True, exist_ok=True)
+    cmd = [claude_bin(), "-p", prompt]
+    if plugin_dir is not None:
+        cmd += ["--plugin-dir", str(plugin_dir)]
+    cmd += ["--permission-mode", "bypassPermissions", "--output-format", output_format]
+    if output_format == "stream-json":
+        cmd.append("--verbose")
+    cmd += list(args)
+    proc = subprocess.run(
+        cmd,
+        cwd=str(cwd),
+        env=claude_env(api_url=api_url, home=home, extra_env=extra_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    proc.json = None  # type: ignore[attr-defined]
+    proc.events = []  # type: ignore[attr-defined]
+    if output_format == "json":
+        try:
+            proc.json = json.loads(proc.stdout)  # type: ignore[attr-defined]
+        except ValueError:
+            pass
+    elif output_format == "stream-json":
+        for line in proc.stdout.splitlines():
+            try:
+                proc.events.append(json.loads(line))  # type: ignore[attr-defined]
+            except ValueError:
+                pass
+    if check and proc.returncode != 0:
+        raise AssertionError(f"claude exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def plugin_validate(
+    plugin_dir: os.PathLike | str,
+    *,
+    home: os.PathLike | str | None = None,
+    strict: bool = True,
+    profile: str | None = "directory",
+    as_json: bool = False,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess:
+    """``claude plugin validate [--strict] [--profile directory] [--json] DIR``.
+
+    With strict=True and profile="directory", exit 0 means no errors, no warnings and nothing the
+    plugin directory would refuse. ``proc.json`` holds the report when as_json=True.
+    """
+    cmd = [claude_bin(), "plugin", "validate"]
+    if strict:
+        cmd.append("--strict")
+    if profile:
+        cmd += ["--profile", profile]
+    if as_json:
+        cmd.append("--json")
+    cmd.append(str(plugin_dir))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_"))}
+    if home is not None:
+        Path(home).mkdir(parents=True, exist_ok=True)
+        env["HOME"] = str(home)
+    env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    proc.json = None  # type: ignore[attr-defined]
+    if as_json:
+        try:
+            proc.json = json.loads(proc.stdout)  # type: ignore[attr-defined]
+        except ValueError:
+            pass
+    return proc
