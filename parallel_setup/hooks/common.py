@@ -1,0 +1,150 @@
+"""What every handler shares: the payload, the run it belongs to, small on-disk markers.
+
+Markers live in ``.parallel/runs/<run>/hooks/`` as one small file each, so
+concurrent hooks never rewrite a shared file:
+
+* ``spawn-<tool_use_id>``  the task an Agent call spawned (PreToolUse);
+* ``agent-<agent_id>``     the task a subagent runs ("" while unknown);
+* ``blocked-<agent_id>``   the SubagentStop gate fired once for this agent;
+* ``ended-<task_id>``      the task's ``task_end`` was written (exactly once).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from .. import events
+
+#: A run/task reference in an Agent prompt (the short spawn reference or the full prompt).
+REF_RE = re.compile(r"\.parallel/runs/([A-Za-z0-9._-]+)/tasks/([A-Za-z0-9._-]+)/")
+SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+AGENT_TYPE = "parallel-task-executor"
+AGENT_TOOLS = ("Agent", "Task")
+
+#: The run the current hook works on, for the error log (see errors.py).
+CURRENT = {"run_dir": None}
+
+
+def safe_id(value) -> str | None:
+    return value if isinstance(value, str) and SAFE_ID.match(value) and value not in (".", "..") else None
+
+
+class Ctx:
+    """One hook call: its event, payload and project (the folder holding .parallel/runs)."""
+
+    def __init__(self, event: str, payload: dict, project: str):
+        self.event = event
+        self.payload = payload
+        self.project = Path(project)
+        self.runs = self.project / ".parallel" / "runs"
+
+    # -- payload fields, type-checked ---------------------------------------------------
+    def get(self, key, kind=str):
+        value = self.payload.get(key)
+        return value if isinstance(value, kind) else None
+
+    def tool_input(self) -> dict:
+        value = self.payload.get("tool_input")
+        return value if isinstance(value, dict) else {}
+
+    # -- runs -----------------------------------------------------------------------------
+    def run_dir(self, run: str) -> Path:
+        return self.runs / run
+
+    def run_exists(self, run: str | None) -> bool:
+        return bool(safe_id(run)) and (self.runs / run / "run.json").is_file()
+
+    def run_ids(self) -> list[str]:
+        """Run ids, newest first (ids start with a UTC timestamp)."""
+        try:
+            names = [e.name for e in os.scandir(self.runs) if e.is_dir() and safe_id(e.name)]
+        except OSError:
+            return []
+        return sorted(names, reverse=True)
+
+    def use_run(self, run: str) -> Path:
+        path = self.run_dir(run)
+        CURRENT["run_dir"] = str(path)
+        return path
+
+    def ref_in(self, text) -> tuple[str, str] | None:
+        """The (run, task) a text refers to, when that task exists."""
+        if not isinstance(text, str):
+            return None
+        for match in REF_RE.finditer(text):
+            run, task = match.group(1), match.group(2)
+            if self.run_exists(run) and (self.runs / run / "tasks" / task).is_dir():
+                return run, task
+        return None
+
+    # -- markers --------------------------------------------------------------------------
+    def marker(self, run: str, kind: str, key: str) -> Path:
+        return self.runs / run / "hooks" / f"{kind}-{key}"
+
+    def write_marker(self, run: str, kind: str, key: str, value: str = "") -> None:
+        path = self.marker(run, kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(value, encoding="utf-8")
+        os.replace(tmp, path)
+
+    def claim_marker(self, run: str, kind: str, key: str, value: str = "") -> bool:
+        """Create the marker if absent; True only for the one caller that created it."""
+        path = self.marker(run, kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(value)
+        return True
+
+    def find_marker(self, kind: str, key) -> tuple[str, str] | None:
+        """(run, content) of the newest run holding this marker."""
+        key = safe_id(key)
+        if key is None:
+            return None
+        for run in self.run_ids():
+            path = self.marker(run, kind, key)
+            try:
+                return run, path.read_text(encoding="utf-8").strip()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        return None
+
+    def find_agent(self, agent_id) -> tuple[str, str | None] | None:
+        """(run, task or None) of one of our subagents."""
+        found = self.find_marker("agent", agent_id)
+        if found is None:
+            return None
+        return found[0], (found[1] or None)
+
+    def active_run(self) -> str | None:
+        """The newest run with at least one spawned task."""
+        for run in self.run_ids():
+            try:
+                if any(name.startswith("spawn-") for name in os.listdir(self.runs / run / "hooks")):
+                    return run
+            except OSError:
+                continue
+        return None
+
+    # -- events ---------------------------------------------------------------------------
+    def record(self, run: str, event: str, task: str | None = None, **fields) -> None:
+        events.append_event(self.run_dir(run), event, task=task, **fields)
+
+
+def context(event: str, text: str) -> dict:
+    """Hook output that adds ``text`` to the main agent's next model request."""
+    return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}
+
+
+def load_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,196 @@
+"""Done means verified: check a completion report against git, the remote and the issue.
+
+A task is ``done`` only when every claim checks out:
+
+* its branch exists and has commits beyond the run's base ref (and the commits the
+  report lists are among them);
+* the remote has the branch at the same commit, when the repository has a remote;
+* its issue exists (local mode: the file; GitHub: recorded by its setup's ``setup_end``,
+  and confirmed with ``gh issue view`` when that is quick to ask);
+* the report records the tests' exit code, and it is 0.
+
+Otherwise it is ``unverified`` with the failed claims listed. A report with
+``status: failed`` makes it ``failed`` with the reason and the setup log's path.
+Standard library only (the hooks call this); every external command has a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import events
+
+GIT_TIMEOUT = 10
+REMOTE_TIMEOUT = 15
+GH_TIMEOUT = 8
+
+
+@dataclass
+class Verdict:
+    state: str
+    failed_claims: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    reason: str | None = None
+    log: str | None = None
+    facts: dict = field(default_factory=dict)
+
+
+def _git(project: Path, *args: str, timeout: float = GIT_TIMEOUT) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(["git", *args], cwd=project, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def issue_number(value) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, str):
+        m = re.search(r"(\d+)\s*$", value.strip())
+        return int(m.group(1)) if m else None
+    return None
+
+
+def setup_end_of(run_dir: Path, task: str) -> dict | None:
+    found = events.read_events(run_dir, event="setup_end", task=task)
+    return found[-1] if found else None
+
+
+def verify_task(project, run_info: dict, task: str, report: dict | None, *,
+                missing_report: str | None = None, run_dir: Path | None = None) -> Verdict:
+    project = Path(project)
+    run_id = run_info.get("id") or (run_dir.name if run_dir else "")
+    run_dir = run_dir or project / ".parallel" / "runs" / run_id
+    log_path = run_dir / "tasks" / task / "setup.log"
+    try:
+        log = os.path.relpath(log_path, project)
+    except ValueError:
+        log = str(log_path)
+    setup = setup_end_of(run_dir, task) or {}
+    report = report or None
+    facts = {"branch": (report or {}).get("branch") or setup.get("branch"),
+             "issue": issue_number((report or {}).get("issue")) or issue_number(setup.get("issue"))}
+
+    if report is None:
+        return Verdict("unverified", [f"completion report: {missing_report or 'missing'}"], log=log, facts=facts)
+    if report.get("status") == "failed":
+        reason = report.get("reason") or setup.get("reason") or "the subagent reported failure without a reason"
+        return Verdict("failed", [], reason=str(reason), log=log, facts=facts)
+
+    claims: list[str] = []
+    notes: list[str] = []
+    base = run_info.get("base_ref") or "HEAD"
+    head = _check_branch(project, facts["branch"], base, report, claims, facts)
+    if head:
+        _check_remote(project, facts["branch"], base, head, claims, notes)
+    _check_issue(project, run_info, setup, report, facts["issue"], claims, notes)
+    _check_tests(report, claims, facts)
+    return Verdict("done" if not claims else "unverified", claims, notes, log=log, facts=facts)
+
+
+def _check_branch(project, branch, base, report, claims, facts) -> str | None:
+    if not branch:
+        claims.append("branch: the report names no branch")
+        return None
+    proc = _git(project, "rev-parse", "--verify", "-q", f"refs/heads/{branch}^{{commit}}")
+    if proc is None or proc.returncode != 0:
+        claims.append(f"branch: {branch} does not exist")
+        return None
+    head = proc.stdout.strip()
+    facts["head"] = head
+    listed = _git(project, "rev-list", f"{base}..{head}", "--")
+    if listed is None or listed.returncode != 0:
+        claims.append(f"branch: cannot compare {branch} with the base {base}")
+        return head
+    shas = listed.stdout.split()
+    facts["commits"] = len(shas)
+    if not shas:
+        claims.append(f"branch: {branch} has no commits beyond {base}")
+    for sha in report.get("commits") or []:
+        if not isinstance(sha, str) or len(sha) < 4 or not any(s.startswith(sha.lower()) for s in shas):
+            claims.append(f"commits: {str(sha)[:12]} is not on {branch} beyond {base}")
+    return head
+
+
+def _remote_for(project, base) -> str | None:
+    proc = _git(project, "remote")
+    remotes = proc.stdout.split() if proc is not None and proc.returncode == 0 else []
+    if not remotes:
+        return None
+    first = base.split("/", 1)[0]
+    if first in remotes:
+        return first
+    return "origin" if "origin" in remotes else remotes[0]
+
+
+def _check_remote(project, branch, base, head, claims, notes) -> None:
+    remote = _remote_for(project, base)
+    if remote is None:
+        notes.append("no remote: nothing to push to")
+        return
+    proc = _git(project, "ls-remote", "--heads", remote, f"refs/heads/{branch}", timeout=REMOTE_TIMEOUT)
+    if proc is None or proc.returncode != 0:
+        why = "timed out" if proc is None else (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        claims.append(f"push: could not check {remote} for {branch} ({why})")
+        return
+    remote_sha = proc.stdout.split()[0] if proc.stdout.split() else None
+    if remote_sha is None:
+        claims.append(f"push: {branch} is not on {remote}")
+    elif remote_sha != head:
+        claims.append(f"push: {remote} has {branch} at {remote_sha[:8]}, the local branch is at {head[:8]}")
+
+
+def _check_issue(project, run_info, setup, report, number, claims, notes) -> None:
+    reported = issue_number(report.get("issue"))
+    recorded = issue_number(setup.get("issue"))
+    if number is None:
+        claims.append("issue: the report names no issue")
+        return
+    if reported and recorded and reported != recorded:
+        claims.append(f"issue: the report says #{reported}, setup created #{recorded}")
+        return
+    mode = run_info.get("issue_mode") or setup.get("mode")
+    if mode == "local":
+        if not (project / ".parallel" / "issues" / f"{number}.md").is_file():
+            claims.append(f"issue: .parallel/issues/{number}.md does not exist")
+        return
+    if recorded != number or setup.get("status") not in (None, "ok"):
+        claims.append(f"issue: #{number} was not recorded by this task's setup")
+        return
+    repo = run_info.get("repository")
+    gh = shutil.which("gh")
+    if os.environ.get("PARALLEL_VERIFY_GH", "1") == "0" or not gh:
+        notes.append(f"issue #{number} recorded by setup; not checked on GitHub (gh not used)")
+        return
+    cmd = [gh, "issue", "view", str(number), "--json", "number"] + (["-R", repo] if repo else [])
+    try:
+        proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=GH_TIMEOUT,
+                              stdin=subprocess.DEVNULL, env=dict(os.environ, GH_PROMPT_DISABLED="1"))
+    except (OSError, subprocess.SubprocessError):
+        notes.append(f"issue #{number} recorded by setup; GitHub did not answer in {GH_TIMEOUT} s")
+        return
+    if proc.returncode == 0 and re.search(rf'"number"\s*:\s*{number}\b', proc.stdout):
+        notes.append(f"issue #{number} confirmed on GitHub")
+    else:
+        why = (proc.stderr.strip().splitlines() or ["no answer"])[-1][:200]
+        notes.append(f"issue #{number} recorded by setup; not confirmed on GitHub ({why})")
+
+
+def _check_tests(report, claims, facts) -> None:
+    tests = report.get("tests") if isinstance(report.get("tests"), dict) else {}
+    code = tests.get("exit_code")
+    facts["tests_command"] = tests.get("command")
+    if isinstance(code, bool) or not isinstance(code, int):
+        claims.append("tests: the report records no test exit code")
+        return
+    facts["tests_exit"] = code
+    if code != 0:
+        claims.append(f"tests: exit code {code}")

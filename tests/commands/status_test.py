@@ -1,0 +1,79 @@
+"""``parallel-setup status``: what people and Claude read, snapshotted with a pinned clock, width and paths."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from parallel_setup import status
+from parallel_setup.cli import main
+from tests.support.runs import RUN_ID, T0, make_run, synthetic_run
+
+
+@pytest.fixture
+def run_project(tmp_path, monkeypatch):
+    project = tmp_path / "widgets"
+    project.mkdir()
+    synthetic_run(project)
+    monkeypatch.setattr(status, "_now", lambda: T0 + 50.0)
+    return project
+
+
+def status_out(capsys, project, *args) -> str:
+    assert main(["-C", str(project), "status", *args]) == 0
+    return capsys.readouterr().out
+
+
+def test_status_text(run_project, capsys, snapshot):
+    assert status_out(capsys, run_project, "--width", "100") == snapshot
+
+
+def test_status_text_narrow(run_project, capsys, snapshot):
+    assert status_out(capsys, run_project, RUN_ID, "--width", "60") == snapshot
+
+
+def test_status_json(run_project, capsys, snapshot):
+    out = status_out(capsys, run_project, "--json").replace(str(run_project), "<project>")
+    data = json.loads(out)
+    assert data["counts"] == {"done": 1, "failed": 1, "unverified": 1, "running": 1, "waiting": 1}
+    assert data["next_wave"] == ["password-reset"]
+    assert out == snapshot
+
+
+def test_metrics_follow_the_definitions(run_project):
+    st = status.load_run(run_project, RUN_ID)
+    m = st.metrics
+    setups = {t.id: t.setup_seconds for t in st.tasks if t.setup_seconds is not None}
+    assert setups == pytest.approx({"user-model": 2.4, "login-endpoint": 1.4, "docs": 1.6, "signup-endpoint": 3.3})
+    # run setup: planning ended (T0) -> the last setup end (signup-endpoint: 3.9 + 3.3)
+    assert m["run_setup_seconds"] == pytest.approx(7.2)
+    assert m["parallel_efficiency"] == pytest.approx(sum(setups.values()) / (4 * 7.2))
+    assert (m["failed_tasks"], m["task_error_rate"]) == (1, pytest.approx(0.2))
+    assert (m["failed_attempts"], m["attempts"]) == (2, 12)  # one retry + one failed step; 11 steps + 1 retry
+    assert (m["gh_calls"], m["gh_retries"], m["rate_limit_remaining"]) == (5, 1, 4986)
+    # sequential: spawn phase (last spawn 1.9 s) + every step one after another
+    assert m["sequential_estimate_seconds"] == pytest.approx(1.9 + sum(setups.values()))
+
+
+def test_html_written_beside_text(run_project, capsys, tmp_path):
+    out = status_out(capsys, run_project, "--width", "100", "--html", str(tmp_path / "t.html"))
+    assert out.endswith(f"HTML timeline: {tmp_path / 't.html'}\n")
+    page = (tmp_path / "t.html").read_text()
+    assert page.count('class="bar"') == 5 and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+
+
+def test_no_runs_and_unknown_run(tmp_path, capsys):
+    assert main(["-C", str(tmp_path), "status"]) == 1
+    assert capsys.readouterr().err == (f"parallel-setup: no runs in {tmp_path / '.parallel' / 'runs'}; "
+                                       "start one with /parallel:execute\n")
+    make_run(tmp_path, [{"id": "a", "title": "A"}])
+    assert main(["-C", str(tmp_path), "status", "20000101-000000-0000"]) == 1
+    assert capsys.readouterr().err == (f"parallel-setup: no run '20000101-000000-0000' in "
+                                       f"{tmp_path / '.parallel' / 'runs'} (runs: {RUN_ID})\n")
+
+
+def test_fresh_run_before_any_spawn(tmp_path, capsys, monkeypatch, snapshot):
+    make_run(tmp_path, [{"id": "a", "title": "A"}, {"id": "b", "title": "B", "depends_on": ["a"]}])
+    monkeypatch.setattr(status, "_now", lambda: T0 + 2.0)
+    assert status_out(capsys, tmp_path, "--width", "80") == snapshot

@@ -1,0 +1,75 @@
+"""The HTML timeline rendered by a real headless Chromium: one bar per task, widths to scale."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from parallel_setup import status
+from parallel_setup.commands.status import render_html
+from tests.support.runs import RUN_ID, T0, synthetic_run
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
+                                reason="chromium is not installed (CI installs it)")
+
+
+def chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [CHROMIUM or "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def page(tmp_path, monkeypatch):
+    project = tmp_path / "widgets"
+    project.mkdir()
+    synthetic_run(project)
+    monkeypatch.setattr(status, "_now", lambda: T0 + 50.0)
+    st = status.load_run(project, RUN_ID)
+    path = tmp_path / "timeline.html"
+    path.write_text(render_html(st), encoding="utf-8")
+    return st, path
+
+
+def test_chromium_renders_one_bar_per_task_to_scale(tmp_path, page):
+    st, path = page
+    # The DOM after Chromium parsed it: the SVG survived as SVG, with every bar and segment.
+    proc = chromium(tmp_path, "--dump-dom", path.as_uri())
+    assert proc.returncode == 0, proc.stderr
+    dom = proc.stdout
+    bars = re.findall(r'<g class="bar" data-task="([^"]+)" data-state="(\w+)" data-start="([\d.]+)" '
+                      r'data-end="([\d.]+)">(.*?)</g>', dom, re.S)
+    assert [b[0] for b in bars] == [t.id for t in st.tasks]
+    assert [b[1] for b in bars] == ["done", "failed", "unverified", "running", "waiting"]
+    scale = float(re.search(r'data-scale="([\d.]+)"', dom).group(1))
+    assert scale == pytest.approx(720 / 50.0)
+    for task, (_, _, start, end, inner) in zip(st.tasks, bars):
+        rects = re.findall(r'<rect class="seg seg-(\w+)" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', inner)
+        if task.state == "waiting":
+            assert rects == []
+            continue
+        kinds = [r[0] for r in rects]
+        assert kinds[0] == "wait" and "issue" in kinds
+        total = sum(float(r[2]) for r in rects)
+        assert total == pytest.approx((float(end) - float(start)) * scale, abs=1.0)
+        steps = {r[0]: float(r[2]) for r in rects}
+        for name in ("issue", "worktree", "env"):
+            if task.steps.get(name, {}).get("seconds") is not None:
+                assert steps[name] == pytest.approx(task.steps[name]["seconds"] * scale, abs=0.6)
+    assert len(re.findall(r'<g class="legend">', dom)) == 9
+    assert "seconds since planning ended" in dom
+
+
+def test_chromium_screenshot(tmp_path, page):
+    _, path = page
+    shot = tmp_path / "shot.png"
+    proc = chromium(tmp_path, "--window-size=1000,700", f"--screenshot={shot}", path.as_uri())
+    assert proc.returncode == 0, proc.stderr
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000

@@ -1,0 +1,110 @@
+"""Runs built by hand for hook and status tests: run.json, task folders, events at pinned times."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from parallel_setup import events
+
+T0 = 1795340000.0  # planning ended in every synthetic run
+RUN_ID = "20261122-101500-3fa2"
+
+
+def make_run(project: Path, tasks: list[dict], *, run_id: str = RUN_ID, created_at: float = T0,
+             issue_mode: str = "local", base_ref: str = "origin/main", repository=None,
+             prompts: bool = True) -> Path:
+    """A run folder as ``execute`` leaves it: run.json, tasks/<id>/prompt.md, an empty event log."""
+    run_dir = project / ".parallel" / "runs" / run_id
+    (run_dir / "tasks").mkdir(parents=True)
+    info = {"format": 1, "id": run_id, "created_at": created_at, "project": str(project),
+            "plan_path": ".parallel/plans/demo.yaml",
+            "plan": {"schema_version": 1, "name": "demo", "goal": "a demo", "tasks": tasks},
+            "issue_mode": issue_mode, "mode_reason": "test", "repository": repository,
+            "base_ref": base_ref, "labels": ["parallel"], "labels_ok": True, "max_concurrency": 20,
+            "tasks": [t["id"] for t in tasks], "background": True}
+    (run_dir / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    for t in tasks:
+        d = run_dir / "tasks" / t["id"]
+        d.mkdir()
+        if prompts:
+            d.joinpath("prompt.md").write_text(
+                f"# Task {t['id']}\n\nRun `bash .parallel/runs/{run_id}/tasks/{t['id']}/setup.sh` first.\n"
+                + "x" * 4000 + "\n", encoding="utf-8")
+    events.append_event(run_dir, "run_created", t=created_at, tasks=info["tasks"], mode=issue_mode,
+                        mode_reason="test")
+    return run_dir
+
+
+def short_ref(run_id: str, task: str) -> str:
+    return f"Parallel task {task}: read .parallel/runs/{run_id}/tasks/{task}/prompt.md and follow it exactly."
+
+
+def add_setup(run_dir: Path, task: str, start: float, issue: int, steps: dict, *, ok: bool = True,
+              failed_step: str | None = None, reason: str | None = None, gh: int = 0, retries: int = 0,
+              rate: int | None = None) -> float:
+    """setup.sh's events for one task, starting ``start`` seconds after T0; returns the end (relative)."""
+    t = start
+    events.append_event(run_dir, "setup_start", task=task, t=T0 + t, mode="local")
+    for name, secs in steps.items():
+        events.append_event(run_dir, "step_start", task=task, t=T0 + t, step=name)
+        for k in range(retries if name == "issue" else 0):
+            events.append_event(run_dir, "gh_call", task=task, t=T0 + t, op="issue create", attempt=k + 1,
+                                exit=1, http_status=502, rate_remaining=None, retry_after=None)
+            events.append_event(run_dir, "retry", task=task, t=T0 + t, step=name, attempt=k + 1,
+                                reason="HTTP 502", sleep=0.5)
+        if name == "issue":
+            for k in range(gh):
+                events.append_event(run_dir, "gh_call", task=task, t=T0 + t, op="issue create",
+                                    attempt=retries + k + 1, exit=0, http_status=200,
+                                    rate_remaining=rate, retry_after=None)
+        t += secs
+        step_ok = not (failed_step == name)
+        events.append_event(run_dir, "step_end", task=task, t=T0 + t, step=name, ok=step_ok, seconds=secs,
+                            **({"reason": reason} if not step_ok else {"detail": "ok"}))
+        if not step_ok:
+            break
+    fields = {"parallel_setup": 1, "status": "ok" if ok else "failed", "mode": "local", "issue": issue,
+              "branch": f"feature/task-{issue}", "worktree": f"/abs/worktrees/task-{issue}",
+              "seconds": dict(steps, total=round(t - start, 3))}
+    if not ok:
+        fields.update(step=failed_step, reason=reason)
+    events.append_event(run_dir, "setup_end", task=task, t=T0 + t, **fields)
+    return t
+
+
+def synthetic_run(project: Path) -> Path:
+    """Five tasks at pinned times: done, failed (setup), unverified, running, waiting (next wave)."""
+    tasks = [{"id": "user-model", "title": "User model"},
+             {"id": "login-endpoint", "title": "Login"},
+             {"id": "docs", "title": "Docs"},
+             {"id": "signup-endpoint", "title": "Signup"},
+             {"id": "password-reset", "title": "Reset", "depends_on": ["user-model"]}]
+    run_dir = make_run(project, tasks)
+    events.append_event(run_dir, "launch", t=T0 + 0.2, wave=["user-model", "login-endpoint", "docs",
+                                                               "signup-endpoint"])
+    for i, task in enumerate(["user-model", "login-endpoint", "docs", "signup-endpoint"]):
+        events.append_event(run_dir, "spawn", task=task, t=T0 + 1.0 + 0.3 * i, tool_use_id=f"toolu_{i}",
+                            background=True, ref_bytes=180, prompt_bytes=5200)
+        events.append_event(run_dir, "agent_launched", task=task, t=T0 + 1.1 + 0.3 * i,
+                            tool_use_id=f"toolu_{i}", agent_id=f"a{i}")
+        events.append_event(run_dir, "agent_start", task=task, t=T0 + 1.2 + 0.3 * i, agent_id=f"a{i}",
+                            agent_type="parallel:parallel-task-executor")
+    add_setup(run_dir, "user-model", 3.0, 1, {"issue": 0.8, "worktree": 0.4, "env": 1.2}, gh=1, rate=4990)
+    add_setup(run_dir, "login-endpoint", 3.3, 2, {"issue": 0.9, "worktree": 0.5}, ok=False,
+              failed_step="worktree", reason="could not lock config file .git/config", gh=1, retries=1,
+              rate=4988)
+    add_setup(run_dir, "docs", 3.6, 3, {"issue": 1.0, "worktree": 0.5, "env": 0.1}, gh=1, rate=4987)
+    add_setup(run_dir, "signup-endpoint", 3.9, 4, {"issue": 0.7, "worktree": 0.6, "env": 2.0}, gh=1, rate=4986)
+    events.append_event(run_dir, "task_end", task="user-model", t=T0 + 40.0, state="done", failed_claims=[],
+                        notes=[], reason=None, log=None,
+                        facts={"branch": "feature/task-1", "issue": 1, "commits": 2, "tests_exit": 0,
+                               "tests_command": "pytest -q"})
+    events.append_event(run_dir, "task_end", task="login-endpoint", t=T0 + 6.0, state="failed",
+                        failed_claims=[], reason="setup failed at worktree: could not lock config file",
+                        log=f".parallel/runs/{RUN_ID}/tasks/login-endpoint/setup.log",
+                        facts={"branch": "feature/task-2", "issue": 2})
+    events.append_event(run_dir, "task_end", task="docs", t=T0 + 30.0, state="unverified",
+                        failed_claims=["branch: feature/task-3 has no commits beyond origin/main"],
+                        facts={"branch": "feature/task-3", "issue": 3, "commits": 0, "tests_exit": 0})
+    return run_dir
