@@ -1,12 +1,130 @@
-"""``parallel-setup execute``: not built yet."""
+"""``parallel-setup execute``: create a run (or resume one) and print the spawn instructions.
 
+/parallel:execute runs this. It validates the plan, creates
+``.parallel/runs/<run-id>/`` (planning ends here), decides where issues go and says
+why, creates the labels once, renders one prompt and one setup script per task, and
+prints exactly the Agent calls the main agent must send in ONE message: a short
+reference per task, which the PreToolUse hook expands into the full prompt.
+
+Run again with ``--run RUN`` to launch the next wave: finished and running tasks are
+not launched again; tasks whose dependencies are now done are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import events, runs
 from ..errors import FatalError
+from ..paths import find_project_root
+from ..plans import load_plan_file
+from ..render import make_environment, render
+from .plan import resolve_plan_path
+
+HELP = "create a run from a plan and print the Agent calls that launch its tasks"
+
+DESCRIPTION = """\
+Create a run from a plan (default: the most recently saved plan) and print the
+spawn instructions: the Agent calls to send in ONE message, one short reference
+per ready task. Each subagent then runs its task's setup script (issue, worktree,
+environment) as its first action.
+
+Tasks waiting on dependencies, or beyond the concurrency limit, are listed as
+waiting; launch them later with `execute --run RUN_ID`, which never launches a
+finished or running task again."""
 
 
-def add_parser(sub):
-    p = sub.add_parser("execute", help="(not built yet)")
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("execute", help=HELP, description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("plan", nargs="?", metavar="PLAN",
+                   help="a plan file or a saved plan's name (default: the most recently saved plan)")
+    p.add_argument("--run", metavar="RUN_ID", help="resume this run: launch the tasks that are ready now")
+    p.add_argument("--foreground", action="store_true",
+                   help="launch subagents in the foreground (run_in_background: false)")
+    p.add_argument("--max-concurrency", type=int, metavar="N", default=None,
+                   help=f"most subagents running at once (default: {runs.DEFAULT_MAX_CONCURRENCY}, Claude Code's cap)")
+    p.add_argument("--mode", choices=["auto", "github", "local"], default=None,
+                   help="where issues go (default: the plan's issues.mode, else auto: GitHub when gh is "
+                        "installed and authenticated for the repository, else local files)")
+    p.add_argument("--issue-updates", choices=list(runs.ISSUE_UPDATES), default="comment",
+                   help="what a subagent does to its issue when it finishes (default: comment)")
+    p.add_argument("--task", action="append", default=[], metavar="TASK_ID",
+                   help="with --run: launch exactly this task (repeatable), whatever its state")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --run: launch failed tasks again (their setup reuses their issue and worktree)")
+    p.add_argument("--no-fetch", action="store_true", help="do not git fetch the base branch from origin")
     p.set_defaults(func=run)
 
 
-def run(args):
-    raise FatalError("execute is not built yet")
+def run(args: argparse.Namespace) -> int:
+    project = find_project_root(args.project)
+    if args.run and args.plan:
+        raise FatalError("give a plan or --run RUN_ID, not both")
+    if (args.task or args.retry_failed) and not args.run:
+        raise FatalError("--task and --retry-failed need --run RUN_ID")
+    if args.max_concurrency is not None and args.max_concurrency < 1:
+        raise FatalError("--max-concurrency must be at least 1")
+
+    jinja = make_environment(project)
+    if args.run:
+        run_ = runs.load_run(project, args.run)
+        if args.mode and args.mode not in ("auto", run_.mode):
+            raise FatalError(f"run {run_.id} uses {run_.mode} issues; the mode of a run cannot change")
+        resumed = True
+        base_note = ""
+        if not args.no_fetch and run_.data.get("has_origin"):
+            _, base_note = runs.resolve_base(project, run_.plan.base_branch, fetch=True)
+    else:
+        path = resolve_plan_path(project, args.plan)
+        plan = load_plan_file(path, project=project)
+        for w in plan.warnings:
+            print(w.format(str(path)), file=sys.stderr)
+        try:
+            shown = str(Path(path).resolve().relative_to(project))
+        except ValueError:
+            shown = str(path)
+        run_ = runs.create_run(project, plan, plan_path=shown, mode=args.mode,
+                               max_concurrency=args.max_concurrency or runs.DEFAULT_MAX_CONCURRENCY,
+                               background=not args.foreground, issue_updates=args.issue_updates,
+                               fetch=not args.no_fetch)
+        resumed = False
+        base_note = run_.data.get("base_note", "")
+
+    foreground = args.foreground or not run_.data.get("background", True)
+    states = runs.task_states(run_)
+    launch, waiting = runs.plan_launch(run_, states, max_concurrency=args.max_concurrency,
+                                       only=args.task, retry_failed=args.retry_failed)
+    if resumed or any(run_.plan.task(t).depends_on for t in launch):
+        for tid in launch:  # dependency issues and branches are known now
+            runs.render_task(run_, tid, jinja=jinja, states=states)
+    if launch:
+        wave = 1 + sum(1 for _ in events.read_events(run_.dir, event="launch"))
+        run_.event("launch", wave=launch, number=wave, foreground=foreground)
+    print(spawn_instructions(run_, launch, waiting, states, foreground=foreground, resumed=resumed,
+                             base_note=base_note, jinja=jinja), end="")
+    return 0
+
+
+def spawn_instructions(run_: runs.Run, launch, waiting, states, *, foreground: bool, resumed: bool,
+                       base_note: str = "", jinja=None) -> str:
+    """What the main agent reads: the Agent calls to send in one message, and what waits."""
+    jinja = jinja or make_environment(run_.project)
+    first = run_.tasks[0]
+    ctx = runs.template_context(run_, first)
+    launched = set(launch)
+    finished = [{"id": t, "state": states[t].state} for t in run_.tasks if states[t].state in runs.FINISHED]
+    running = [t for t in run_.tasks if states[t].state == "running" and t not in launched]
+    failed = [{"id": t, "reason": states[t].reason} for t in run_.tasks
+              if states[t].state in ("failed", "setup_failed") and t not in launched]
+    calls = []
+    for tid in launch:
+        call = run_.short_reference(tid, foreground=foreground)
+        calls.append({"id": tid, "title": run_.plan.task(tid).title, "call": call,
+                      "call_json": runs.reference_json(call)})
+    return render(jinja, "spawn-instructions.md.j2", run=ctx["run"], plan=ctx["plan"], project=ctx["project"],
+                  launch=calls, waiting=[{"id": t, "title": run_.plan.task(t).title, "reason": r} for t, r in waiting],
+                  finished=finished, running=running, failed=failed, foreground=foreground, resumed=resumed,
+                  base_note=base_note)
