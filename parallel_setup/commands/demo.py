@@ -1,7 +1,7 @@
 """``parallel-setup demo``: the setup measured both ways on a scratch repository.
 
 Needs no GitHub account and no API key: issues go to an embedded fake GitHub
-through the real ``gh`` when it is installed, else to local files, with the
+through the real gh when it is installed, else to local files, with the
 same simulated latency either way.
 """
 

@@ -229,3 +229,33 @@ def test_help_text(capsys):
     for option in ("--run RUN_ID", "--foreground", "--max-concurrency N", "--mode {auto,github,local}",
                    "--retry-failed", "--task TASK_ID", "--issue-updates {comment,none}"):
         assert option in out
+
+
+@pytest.mark.parametrize("template, target", [
+    ("subagent-prompt.md.j2", "prompt"),
+    ("completion-report.md.j2", "prompt"),
+    ("spawn-instructions.md.j2", "stdout"),
+])
+def test_each_prompt_template_can_be_overridden_by_the_project(repo, capsys, template, target):
+    """A same-named file in .parallel/templates/ replaces the built-in template where it is used."""
+    folder = repo / ".parallel" / "templates"
+    folder.mkdir(parents=True)
+    if template == "completion-report.md.j2":  # included by the built-in prompt
+        (folder / template).write_text("CUSTOM REPORT for {{ task.id }} of {{ run.id }}\n")
+    elif template == "subagent-prompt.md.j2":
+        (folder / template).write_text("CUSTOM PROMPT: run {{ setup_script }} first; then {{ task.title }}.\n")
+    else:
+        (folder / template).write_text(
+            "CUSTOM SPAWN {{ run.id }}\n{% for t in launch %}{{ t.call_json }}\n{% endfor %}")
+    write_plan(repo, n=1)
+    code, out, err = execute(repo, capsys)
+    assert code == 0, err
+    run = runs.load_run(repo, run_id_in(out))
+    prompt = run.prompt_path("t1").read_text()
+    if template == "completion-report.md.j2":
+        assert f"CUSTOM REPORT for t1 of {run.id}\n" in prompt
+    elif template == "subagent-prompt.md.j2":
+        assert prompt == f"CUSTOM PROMPT: run {run.setup_script('t1')} first; then Task 1.\n"
+    else:
+        assert out.startswith(f"CUSTOM SPAWN {run.id}\n")
+        assert [c["description"] for c in calls_in(out)] == ["t1"]
