@@ -821,28 +821,29 @@ class FakeGitHub:
                               f"'{variables.get('id')}'", "NOT_FOUND", ["node"])
         return {"data": {"node": node}}
 
-    def _issue_by_id(self, node_id: str, path: str) -> Union[Dict[str, Any], Tuple[str, Dict[str, Any]]]:
+    def _mutation_target(self, variables: Dict[str, Any], id_key: str,
+                         path: str) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
+        """A mutation's ``input``, the issue its ``id_key`` names, and the GraphQL error when there is none."""
+        data = variables.get("input") or {}
+        node_id = data.get(id_key, "")
         entry = self._nodes.get(node_id or "")
         if not entry or entry[0] != "Issue":
-            return _gql_error(f"Could not resolve to a node with the global id of '{node_id}'",
-                              "NOT_FOUND", [path])
-        return ("ok", entry[1])
+            return data, None, _gql_error(f"Could not resolve to a node with the global id of '{node_id}'",
+                                          "NOT_FOUND", [path])
+        return data, entry[1], None
 
     def _gql_CommentCreate(self, query: str, variables: Dict[str, Any]) -> Dict[str, Any]:
-        data = variables.get("input") or {}
-        found = self._issue_by_id(data.get("subjectId", ""), "addComment")
-        if isinstance(found, dict):
-            return found
-        comment = self._add_comment(found[1], data.get("body", ""))
+        data, issue, error = self._mutation_target(variables, "subjectId", "addComment")
+        if error:
+            return error
+        comment = self._add_comment(issue, data.get("body", ""))
         return {"data": {"addComment": {"commentEdge": {"node": {
             "id": comment["id"], "url": comment["url"], "body": comment["body"]}}}}}
 
     def _set_state(self, variables: Dict[str, Any], state: str, path: str) -> Dict[str, Any]:
-        data = variables.get("input") or {}
-        found = self._issue_by_id(data.get("issueId", ""), path)
-        if isinstance(found, dict):
-            return found
-        issue = found[1]
+        data, issue, error = self._mutation_target(variables, "issueId", path)
+        if error:
+            return error
         with self._lock:
             issue["state"] = state
             issue["stateReason"] = data.get("stateReason", "COMPLETED") if state == "CLOSED" else "REOPENED"
@@ -858,11 +859,9 @@ class FakeGitHub:
         return self._set_state(variables, "OPEN", "reopenIssue")
 
     def _gql_IssueUpdate(self, query: str, variables: Dict[str, Any]) -> Dict[str, Any]:
-        data = variables.get("input") or {}
-        found = self._issue_by_id(data.get("id", ""), "updateIssue")
-        if isinstance(found, dict):
-            return found
-        issue = found[1]
+        data, issue, error = self._mutation_target(variables, "id", "updateIssue")
+        if error:
+            return error
         with self._lock:
             for key in ("title", "body"):
                 if data.get(key) is not None:
@@ -874,11 +873,9 @@ class FakeGitHub:
         return {"data": {"updateIssue": {"issue": node}}}
 
     def _gql_LabelAdd(self, query: str, variables: Dict[str, Any]) -> Dict[str, Any]:
-        data = variables.get("input") or {}
-        found = self._issue_by_id(data.get("labelableId", ""), "addLabelsToLabelable")
-        if isinstance(found, dict):
-            return found
-        issue = found[1]
+        data, issue, error = self._mutation_target(variables, "labelableId", "addLabelsToLabelable")
+        if error:
+            return error
         with self._lock:
             have = {l["id"] for l in issue["labels"]}
             for label_id in data.get("labelIds") or []:
@@ -887,11 +884,9 @@ class FakeGitHub:
         return {"data": {"addLabelsToLabelable": {"__typename": "AddLabelsToLabelablePayload"}}}
 
     def _gql_LabelRemove(self, query: str, variables: Dict[str, Any]) -> Dict[str, Any]:
-        data = variables.get("input") or {}
-        found = self._issue_by_id(data.get("labelableId", ""), "removeLabelsFromLabelable")
-        if isinstance(found, dict):
-            return found
-        issue = found[1]
+        data, issue, error = self._mutation_target(variables, "labelableId", "removeLabelsFromLabelable")
+        if error:
+            return error
         with self._lock:
             drop = set(data.get("labelIds") or [])
             issue["labels"] = [l for l in issue["labels"] if l["id"] not in drop]
