@@ -145,6 +145,15 @@ def _run_e2e(tmp_path: Path, plugin_copy: Path, *, foreground: bool, liar: str |
                              "status", run_dir.name, "--json"], capture_output=True, text=True, env=env | {
                                  k: v for k, v in __import__("os").environ.items() if k.startswith("GIT_")})
     assert status.returncode == 0, status.stderr
+    html = tmp_path / "timeline.html"
+    shown = subprocess.run([sys.executable, str(plugin_copy / "scripts" / "parallel-setup"), "-C", str(project),
+                            "status", run_dir.name, "--width", "110", "--html", str(html)],
+                           capture_output=True, text=True)
+    print(shown.stdout)  # CI shows the timeline and metrics of a real end-to-end run
+    assert shown.returncode == 0, shown.stderr
+    assert "Metrics" in shown.stdout and "Timeline" in shown.stdout
+    page = html.read_text()
+    assert "<svg" in page and all(tid in page for tid in TASKS)
     return project, run_dir, events, issues, requests, json.loads(status.stdout)
 
 
