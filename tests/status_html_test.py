@@ -11,7 +11,7 @@ import pytest
 
 from parallel_setup import status
 from parallel_setup.commands.status import render_html
-from tests.support.runs import RUN_ID, T0, synthetic_run
+from tests.support.runs import RUN_ID, pinned_synthetic_project
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
@@ -27,10 +27,7 @@ def chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def page(tmp_path, monkeypatch):
-    project = tmp_path / "widgets"
-    project.mkdir()
-    synthetic_run(project)
-    monkeypatch.setattr(status, "_now", lambda: T0 + 50.0)
+    project = pinned_synthetic_project(tmp_path, monkeypatch)
     st = status.load_run(project, RUN_ID)
     path = tmp_path / "timeline.html"
     path.write_text(render_html(st), encoding="utf-8")

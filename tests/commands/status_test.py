@@ -8,16 +8,12 @@ import pytest
 
 from parallel_setup import status
 from parallel_setup.cli import main
-from tests.support.runs import RUN_ID, T0, make_run, synthetic_run
+from tests.support.runs import RUN_ID, T0, make_run, pinned_synthetic_project
 
 
 @pytest.fixture
 def run_project(tmp_path, monkeypatch):
-    project = tmp_path / "widgets"
-    project.mkdir()
-    synthetic_run(project)
-    monkeypatch.setattr(status, "_now", lambda: T0 + 50.0)
-    return project
+    return pinned_synthetic_project(tmp_path, monkeypatch)
 
 
 def status_out(capsys, project, *args) -> str:

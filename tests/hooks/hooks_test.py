@@ -21,6 +21,16 @@ def spawn_payload(mode: str, task: str, tool_use_id: str) -> dict:
     return payload
 
 
+def completed_payload(tool_use_id: str, report: str, agent_id: str | None = None) -> dict:
+    """The real foreground PostToolUse payload of a finished Agent call, carrying ``report``."""
+    payload = fixture("foreground/PostToolUse-Agent-completed.json")
+    payload["tool_use_id"] = tool_use_id
+    if agent_id is not None:
+        payload["tool_response"]["agentId"] = agent_id
+    payload["tool_response"]["content"][1]["text"] = report
+    return payload
+
+
 # -- real payloads, nothing of ours in them ------------------------------------------------
 
 @pytest.mark.parametrize("name", all_fixtures())
@@ -202,10 +212,8 @@ def test_foreground_flow(hooks, project):
     stop.update(agent_id="agentgamma1", last_assistant_message=report_text("gamma", 3, sha))
     assert hooks.out("SubagentStop", stop) is None
 
-    done = fixture("foreground/PostToolUse-Agent-completed.json")
-    done.update(tool_use_id="toolu_g", tool_input=spawn_payload("foreground", "gamma", "x")["tool_input"])
-    done["tool_response"].update(agentId="agentgamma1")
-    done["tool_response"]["content"][1]["text"] = report_text("gamma", 3, sha)
+    done = completed_payload("toolu_g", report_text("gamma", 3, sha), agent_id="agentgamma1")
+    done["tool_input"] = spawn_payload("foreground", "gamma", "x")["tool_input"]
     out = hooks.out("PostToolUse", done)
     text = out["hookSpecificOutput"]["additionalContext"]
     assert out["hookSpecificOutput"]["hookEventName"] == "PostToolUse"
@@ -217,9 +225,7 @@ def test_foreground_completion_without_subagent_stop(hooks, project):
     sha = make_task_branch(project, 1)
     setup_end(project, "alpha", 1)
     hooks.out("PreToolUse", spawn_payload("foreground", "alpha", "toolu_f"))
-    done = fixture("foreground/PostToolUse-Agent-completed.json")
-    done.update(tool_use_id="toolu_f")
-    done["tool_response"]["content"][1]["text"] = report_text("alpha", 1, sha)
+    done = completed_payload("toolu_f", report_text("alpha", 1, sha))
     out = hooks.out("PostToolUse", done)
     assert "alpha: DONE" in out["hookSpecificOutput"]["additionalContext"]
 
@@ -229,10 +235,7 @@ def test_all_done_names_the_next_step(hooks, project):
         sha = make_task_branch(project, issue)
         setup_end(project, task, issue)
         hooks.out("PreToolUse", spawn_payload("foreground", task, f"toolu_{task}"))
-        done = fixture("foreground/PostToolUse-Agent-completed.json")
-        done.update(tool_use_id=f"toolu_{task}")
-        done["tool_response"].update(agentId=f"agent{task}")
-        done["tool_response"]["content"][1]["text"] = report_text(task, issue, sha)
+        done = completed_payload(f"toolu_{task}", report_text(task, issue, sha), agent_id=f"agent{task}")
         text = hooks.out("PostToolUse", done)["hookSpecificOutput"]["additionalContext"]
     assert "3 done, 0 failed, 0 unverified, 0 running, 0 waiting (of 3)" in text
     assert "All tasks are done and verified. Next: review each branch and merge it" in text

@@ -108,3 +108,14 @@ def synthetic_run(project: Path) -> Path:
                         failed_claims=["branch: feature/task-3 has no commits beyond origin/main"],
                         facts={"branch": "feature/task-3", "issue": 3, "commits": 0, "tests_exit": 0})
     return run_dir
+
+
+def pinned_synthetic_project(tmp_path: Path, monkeypatch) -> Path:
+    """A project holding :func:`synthetic_run`, with status's clock pinned 50 s after planning ended."""
+    from parallel_setup import status
+
+    project = tmp_path / "widgets"
+    project.mkdir()
+    synthetic_run(project)
+    monkeypatch.setattr(status, "_now", lambda: T0 + 50.0)
+    return project
