@@ -12,9 +12,9 @@ latency), or to local issue files with the same simulated latency.
 Two opt-in optimizations from the seed's "future optimizations" are measured
 against the default:
 
-* a **worktree pool**: detached worktrees created ahead (while the plan is
-  being written), each claimed at setup with an atomic ``mkdir``, moved to
-  ``worktrees/task-N`` and switched to ``feature/task-N`` (no checkout);
+* the **worktree pool** (``parallel_setup.pool``, ``parallel-setup pool on``): detached
+  worktrees created ahead (while the plan is being written), each claimed by a setup
+  script, moved to ``worktrees/task-N`` and switched to ``feature/task-N`` (no checkout);
 * **batched issue creation**: every issue in one GraphQL request
   (``gh api graphql`` with one aliased ``createIssue`` per task).
 """
@@ -48,7 +48,6 @@ GH_REPO_FULL = f"{GH_HOST}/{GH_REPO}"
 ENV_STEP = "python3 -m venv --without-pip .venv && python3 -m compileall -q -j 1 src > /dev/null"
 
 BASE_REF = "origin/main"
-POOL_DIRNAME = ".pool"
 
 ProgressFn = Callable[[str], None]
 
@@ -506,78 +505,6 @@ def run_traditional(repo: Path, tasks: Sequence[Tuple[str, str, str]], service: 
 
 
 # ---------------------------------------------------------------------------
-# The worktree pool
-
-
-def pool_dir(repo: Path) -> Path:
-    return repo / "worktrees" / POOL_DIRNAME
-
-
-def prepare_pool(repo: Path, size: int, base_ref: str = BASE_REF) -> float:
-    """Create ``size`` detached worktrees at ``base_ref`` under worktrees/.pool/; returns seconds.
-
-    Meant to run while the plan is being written (the main agent is thinking,
-    the CPU is idle). One after another: nothing waits for it.
-    """
-    start = time.time()
-    folder = pool_dir(repo)
-    folder.mkdir(parents=True, exist_ok=True)
-    existing = len([p for p in folder.glob("slot-*") if not p.name.endswith(".claimed")])
-    for k in range(existing, size):
-        slot = folder / f"slot-{time.time_ns()}-{k}"
-        _git(repo, "worktree", "add", "-q", "--detach", str(slot.relative_to(repo)), base_ref)
-    return time.time() - start
-
-
-#: The bash the pool adds to setup.sh in place of ``git worktree add``: claim a free
-#: slot with an atomic mkdir, check it is at the base commit, move it, create the branch
-#: (same commit: no checkout). Falls back to ``git worktree add`` when no slot is left.
-POOL_CLAIM_SH = r'''
-parallel_pool_claim() {  # $1 = worktree path, $2 = branch, $3 = base ref; 0 when a slot was claimed
-  local pool="${PARALLEL_WORKTREE_POOL:-}" slot base
-  [[ -n $pool && -d $pool ]] || return 1
-  base=$(git -C "$PROJECT" rev-parse -q --verify "$3^{commit}") || return 1
-  for slot in "$pool"/slot-*; do
-    [[ $slot == *.claimed || ! -d $slot ]] && continue
-    mkdir "$slot.claimed" 2>/dev/null || continue  # atomic: one claimer per slot
-    if [[ $(git -C "$slot" rev-parse HEAD 2>/dev/null) == "$base" ]] &&
-       git -C "$PROJECT" worktree move "$slot" "$1" >>"$LOG" 2>&1 &&
-       git -C "$1" switch -q -c "$2" >>"$LOG" 2>&1; then
-      rmdir "$slot.claimed" 2>/dev/null
-      return 0
-    fi
-  done
-  return 1
-}
-'''
-
-
-def pool_template(project: Path) -> Path:
-    """Install a project-level ``setup.sh.j2`` override that claims pool worktrees.
-
-    The built-in template gets the claim function, and one call at the top of its
-    worktree step: ``PARALLEL_WORKTREE_POOL`` set and a slot free -> claimed, else
-    the usual ``git worktree add``. Raises RuntimeError when the template's
-    worktree step no longer looks the way this patch expects.
-    """
-    from .paths import TEMPLATES_DIR
-    source = (TEMPLATES_DIR / "setup.sh.j2").read_text(encoding="utf-8")
-    anchor = '  for (( attempt = 1; attempt <= RETRIES; attempt++ )); do\n    if git -C "$PROJECT" show-ref'
-    marker = "# ---------------------------------------------------------------- step 2: the worktree"
-    if source.count(anchor) != 1 or source.count(marker) != 1:
-        raise RuntimeError("setup.sh.j2's worktree step changed; the pool patch needs updating")
-    claim = ('  if [[ -n ${PARALLEL_WORKTREE_POOL:-} ]] && ! git -C "$PROJECT" show-ref --verify --quiet '
-             '"refs/heads/$BRANCH" && parallel_pool_claim "$WORKTREE" "$BRANCH" "$BASE_REF"; then\n'
-             '    step_ok "$WORKTREE_PREFIX$ISSUE on $BRANCH from the worktree pool"\n    return\n  fi\n')
-    patched = source.replace(marker, marker + "\n" + POOL_CLAIM_SH.strip("\n") + "\n")
-    patched = patched.replace(anchor, claim + anchor)
-    dest = project / ".parallel" / "templates" / "setup.sh.j2"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(patched, encoding="utf-8")
-    return dest
-
-
-# ---------------------------------------------------------------------------
 # Parallel: every task's setup.sh at once
 
 
@@ -589,11 +516,12 @@ class RenderedRun:
     render_seconds: float = 0.0
 
 
-def render_run(project: Path, plan_path: Path, mode: str, env: Dict[str, str]) -> RenderedRun:
+def render_run(project: Path, plan_path: Path, mode: str, env: Dict[str, str],
+               worktree_pool: Optional[Path] = None) -> RenderedRun:
     """Create a run and render every task's setup.sh with ``execute``'s own code."""
     from . import runs  # execute's engine (imported late: it needs Jinja2)
     t = time.time()
-    run = runs.create_run(project, plan_path, mode=mode, env=env)
+    run = runs.create_run(project, plan_path, mode=mode, env=env, worktree_pool=worktree_pool)
     seconds = time.time() - t
     if run.mode != mode:
         raise RuntimeError(f"execute chose {run.mode} issues, not {mode}: {run.data.get('mode_reason')}")
@@ -746,14 +674,15 @@ def measure_once(workroot: Path, bare: Path, approach: str, n: int, service: Iss
             m = run_traditional(project, tasks, service, ENV_STEP if env_step else None, batch=batch,
                                 progress=progress)
         else:
-            extra_env: Dict[str, str] = {}
-            pool_seconds = None
-            if pool:
-                pool_template(project)
-                pool_seconds = prepare_pool(project, n)  # during planning: not in the setup time
-                extra_env["PARALLEL_WORKTREE_POOL"] = str(pool_dir(project))
+            pool_seconds = pool_path = None
+            if pool:  # filled while planning: not part of the setup time
+                from . import pool as worktree_pool
+                filled = worktree_pool.fill(project, n, "main")
+                if filled.failed or filled.free < n:
+                    raise RuntimeError(f"the worktree pool has {filled.free} of {n} worktrees: {filled.failed}")
+                pool_seconds, pool_path = filled.seconds, worktree_pool.pool_dir(project)
             started = time.time()
-            rendered = render_run(project, plan_path, service.mode, service.env())
+            rendered = render_run(project, plan_path, service.mode, service.env(), worktree_pool=pool_path)
             batch_steps: List[Step] = []
             if batch and service.mode == "github":
                 items = []
@@ -770,7 +699,7 @@ def measure_once(workroot: Path, bare: Path, approach: str, n: int, service: Iss
                     (rendered.run_dir / "tasks" / tid / "issue.record").write_text(f"{num} {url}\n", encoding="utf-8")
                     batch_steps.append(Step(tid, "issue", t, end, True, f"#{num} (batch)"))
             m = run_parallel(project, rendered, service, env_step, {"pool": pool, "batch": batch}, progress,
-                             extra_env, started=started)
+                             started=started)
             m.steps = batch_steps + m.steps
             if pool_seconds is not None:
                 m.extra["pool_prepare_seconds"] = round(pool_seconds, 3)

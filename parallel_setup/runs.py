@@ -257,6 +257,7 @@ def create_run(project: Union[str, os.PathLike], plan: Union[Plan, str, os.PathL
                decision: Optional[ModeDecision] = None, env: Optional[Mapping[str, str]] = None,
                max_concurrency: int = DEFAULT_MAX_CONCURRENCY, background: bool = True,
                issue_updates: str = "comment", labels: bool = True, fetch: bool = True,
+               worktree_pool: Optional[Union[str, os.PathLike]] = None,
                run_id: Optional[str] = None, now: Optional[float] = None) -> Run:
     """Create a run from a plan (a Plan or a plan file) and render every task's files.
 
@@ -272,6 +273,8 @@ def create_run(project: Union[str, os.PathLike], plan: Union[Plan, str, os.PathL
         issue_updates: ``comment`` (the subagent comments its result on the issue) or ``none``.
         labels: create the plan's labels on GitHub once for the run (github mode).
         fetch: ``git fetch origin <base>`` once before the tasks branch from it.
+        worktree_pool: the worktree pool the setup scripts claim worktrees from
+            (``pool.pool_dir(project)``), or None for ``git worktree add`` every time.
         run_id, now: pin the run id and the "planning ended" time (snapshots, tests).
 
     Returns the Run; ``run.setup_script(task_id)`` is ready to execute.
@@ -289,6 +292,8 @@ def create_run(project: Union[str, os.PathLike], plan: Union[Plan, str, os.PathL
     check_run_inputs(project, plan_obj)
     ensure_excluded(project)
     base_ref, base_note = resolve_base(project, plan_obj.base_branch, fetch=fetch)
+    # Every task of the run branches from this commit, even if base_ref moves on meanwhile.
+    base_commit = git(project, "rev-parse", "--verify", "--quiet", base_ref + "^{commit}").stdout.strip()
     if decision is None:
         decision = decide_mode(project, mode or plan_obj.issue_mode, plan_obj.repository,
                                env=dict(env) if env is not None else None)
@@ -305,7 +310,8 @@ def create_run(project: Union[str, os.PathLike], plan: Union[Plan, str, os.PathL
         "format": FORMAT, "id": run_id, "created_at": round(started, 6), "project": str(project),
         "plan_path": plan_path, "plan": plan_obj.data,
         "issue_mode": decision.mode, "mode_reason": decision.reason,
-        "repository": decision.repository_full, "base_ref": base_ref, "base_note": base_note,
+        "repository": decision.repository_full, "base_ref": base_ref, "base_commit": base_commit,
+        "base_note": base_note, "worktree_pool": str(worktree_pool) if worktree_pool else None,
         "labels": wanted_labels, "labels_ok": True, "labels_note": "",
         "max_concurrency": max_concurrency, "tasks": [t.id for t in plan_obj.tasks],
         "background": background, "issue_updates": issue_updates, "has_origin": has_origin(project),
@@ -411,6 +417,7 @@ def template_context(run: Run, task_id: str, states: Optional[Dict[str, "TaskSta
         "task_id": task_id,
         "run": {"id": run.id, "dir": str(run.dir), "mode": run.mode, "mode_reason": data.get("mode_reason", ""),
                 "repository": data.get("repository"), "base_ref": data["base_ref"],
+                "base_commit": data.get("base_commit") or "", "worktree_pool": data.get("worktree_pool"),
                 "labels": labels, "labels_ok": data.get("labels_ok", True),
                 "labels_note": data.get("labels_note", ""), "background": data.get("background", True),
                 "issue_updates": data.get("issue_updates", "comment"), "has_origin": data.get("has_origin", False),
@@ -423,6 +430,8 @@ def template_context(run: Run, task_id: str, states: Optional[Dict[str, "TaskSta
         "mode": run.mode,
         "repository": data.get("repository"),
         "base_ref": data["base_ref"],
+        "base_commit": data.get("base_commit") or "",
+        "worktree_pool": data.get("worktree_pool") or "",
         "labels": labels,
         "marker": marker_for(run.id, task_id),
         "copy_files": list(run.plan.copy_files),

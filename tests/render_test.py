@@ -13,6 +13,7 @@ from parallel_setup.issue_mode import ModeDecision, Repository
 from parallel_setup.paths import TEMPLATES_DIR
 from parallel_setup.render import TEMPLATE_NAMES, TemplateError, fence, make_environment, render
 from tests.setup_script_test import make_plan
+from tests.support.git import git
 
 RUN_ID = "20261122-101500-3fa2"
 T0 = 1795340100.0
@@ -41,7 +42,9 @@ def pinned_run(repo: Path, plan=None, mode: str = "github") -> runs.Run:
 
 
 def pinned(text: str, repo: Path) -> str:
-    return text.replace(str(repo), PINNED_PROJECT)
+    """The text with the repository's path and its base commit (which differs run to run) pinned."""
+    commit = git(repo, "rev-parse", "origin/main").stdout.strip()
+    return text.replace(str(repo), PINNED_PROJECT).replace(commit, "<base commit>")
 
 
 # --------------------------------------------------------------------------

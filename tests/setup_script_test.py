@@ -330,8 +330,21 @@ def test_someone_elses_worktree_is_not_taken_over(repo):
     assert "was not made by this task" in result["reason"]
 
 
+def test_tasks_branch_from_the_commit_execute_resolved_even_if_the_base_moves(repo):
+    run = local_run(repo, make_plan(1))
+    pinned = run.data["base_commit"]
+    assert pinned == git(repo, "rev-parse", "origin/main").stdout.strip()
+    git(repo, "commit", "-q", "--allow-empty", "-m", "later")
+    git(repo, "update-ref", "refs/remotes/origin/main", "HEAD")  # origin/main moved on after execute
+    result = runs.run_setup(run, "t01")
+    assert result["status"] == "ok"
+    assert git(Path(result["worktree"]), "rev-parse", "HEAD").stdout.strip() == pinned
+
+
 def test_missing_base_branch_fails_at_the_worktree_step(repo):
     run = local_run(repo, make_plan(1))
+    run.data["base_commit"] = ""  # a run made before base commits were recorded: the ref is used
+    runs.render_task(run, "t01")
     git(repo, "update-ref", "-d", "refs/remotes/origin/main")
     result = runs.run_setup(run, "t01")
     assert result["status"] == "failed" and result["step"] == "worktree"

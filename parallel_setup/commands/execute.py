@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import events, runs
+from .. import events, pool, runs
 from ..errors import FatalError
 from ..paths import find_project_root
 from ..plans import load_plan_file
@@ -56,6 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="with --run: launch failed tasks again (their setup reuses their issue and worktree)")
     p.add_argument("--no-fetch", action="store_true", help="do not git fetch the base branch from origin")
+    p.add_argument("--no-pool", action="store_true",
+                   help="do not hand out worktrees from the worktree pool in this run (see `pool --help`)")
     p.set_defaults(func=run)
 
 
@@ -86,10 +88,11 @@ def run(args: argparse.Namespace) -> int:
             shown = str(Path(path).resolve().relative_to(project))
         except ValueError:
             shown = str(path)
+        worktree_pool = None if args.no_pool else _pool_for_run(project)
         run_ = runs.create_run(project, plan, plan_path=shown, mode=args.mode,
                                max_concurrency=args.max_concurrency or runs.DEFAULT_MAX_CONCURRENCY,
                                background=not args.foreground, issue_updates=args.issue_updates,
-                               fetch=not args.no_fetch)
+                               fetch=not args.no_fetch, worktree_pool=worktree_pool)
         resumed = False
         base_note = run_.data.get("base_note", "")
 
@@ -106,6 +109,15 @@ def run(args: argparse.Namespace) -> int:
     print(spawn_instructions(run_, launch, waiting, states, foreground=foreground, resumed=resumed,
                              base_note=base_note, jinja=jinja), end="")
     return 0
+
+
+def _pool_for_run(project: Path):
+    """The pool folder when the pool is on, after stopping a fill still running (setups need the CPU)."""
+    settings = pool.load_settings(project)
+    if settings is None:
+        return None
+    pool.stop_fill(project)
+    return pool.pool_dir(project)
 
 
 def spawn_instructions(run_: runs.Run, launch, waiting, states, *, foreground: bool, resumed: bool,
@@ -127,4 +139,5 @@ def spawn_instructions(run_: runs.Run, launch, waiting, states, *, foreground: b
     return render(jinja, "spawn-instructions.md.j2", run=ctx["run"], plan=ctx["plan"], project=ctx["project"],
                   launch=calls, waiting=[{"id": t, "title": run_.plan.task(t).title, "reason": r} for t, r in waiting],
                   finished=finished, running=running, failed=failed, foreground=foreground, resumed=resumed,
-                  base_note=base_note)
+                  base_note=base_note,
+                  pool_free=len(pool.free_slots(run_.project)) if run_.data.get("worktree_pool") else None)
