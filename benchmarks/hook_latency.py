@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Each hook's latency (p50/p95) beside a bare ``python3 -c pass``, measured side by side.
 
-    python3 benchmarks/hook_latency.py [--runs N]
+    python3 benchmarks/hook_latency.py [--runs N] [--no-site]
+
+Hooks run exactly as ``hooks/hooks.json`` starts them (``python3 -S scripts/hook.py
+EVENT``: no site-packages, the hooks need only the standard library).
 
 Every round runs the bare interpreter and every hook scenario once, in turn, so
 machine noise hits all of them alike. Scenarios: each event in a project that is
@@ -9,6 +12,11 @@ not a parallel project (the fast path every session pays), and the work each hoo
 does in a real run (a git repository with a bare origin, real payloads from
 ``tests/data/fixtures``). Target: every hook's p95 within 60 ms of bare python.
 Not a timed test; it prints a table and exits 0.
+
+The baseline is a bare ``python3 -c pass``. ``--no-site`` makes it ``python3 -S -c
+pass`` instead, the stricter comparison: some machines have a site-packages ``.pth``
+file that imports pathlib, re, typing... into every interpreter started without -S,
+which makes the default baseline slower than the hooks themselves start.
 """
 
 from __future__ import annotations
@@ -90,6 +98,16 @@ def timed(cmd: list[str], data: bytes, env: dict) -> float:
     return (time.perf_counter() - start) * 1000
 
 
+def hook_flags() -> list[str]:
+    """The interpreter options hooks.json starts every hook with (the same for all of them)."""
+    config = json.loads((ROOT / "hooks" / "hooks.json").read_text(encoding="utf-8"))
+    commands = {h["command"] for groups in config["hooks"].values() for g in groups for h in g["hooks"]}
+    flags = {tuple(c.split('"${CLAUDE_PLUGIN_ROOT}/scripts/hook.py"')[0].split()[1:]) for c in commands}
+    if len(flags) != 1:
+        raise SystemExit(f"hooks.json starts its hooks in different ways: {sorted(commands)}")
+    return list(flags.pop())
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -98,6 +116,8 @@ def pct(values: list[float], p: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=40, help="rounds (default 40)")
+    parser.add_argument("--no-site", action="store_true",
+                        help="run bare python and the hooks with -S (no site-packages .pth files)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -115,7 +135,8 @@ def main() -> int:
                    PARALLEL_VERIFY_GH="0")
         env.pop("CLAUDE_PROJECT_DIR", None)
         cases = scenarios(project, elsewhere)
-        bare = [sys.executable, "-c", "pass"]
+        python = [sys.executable, *hook_flags()]
+        bare = [sys.executable] + (["-S"] if args.no_site else []) + ["-c", "pass"]
         times: dict[str, list[float]] = {"bare python3 -c pass": []}
         for name in cases:
             times[name] = []
@@ -123,7 +144,7 @@ def main() -> int:
             times["bare python3 -c pass"].append(timed(bare, b"", env))
             for name, (event, payload) in cases.items():
                 rearm(project)
-                times[name].append(timed([sys.executable, str(HOOK), event], json.dumps(payload).encode(), env))
+                times[name].append(timed(python + [str(HOOK), event], json.dumps(payload).encode(), env))
     base50, base95 = pct(times["bare python3 -c pass"], 50), pct(times["bare python3 -c pass"], 95)
     width = max(len(n) for n in times)
     print(f"{'scenario':<{width}}  {'p50 ms':>7} {'p95 ms':>7}  {'p50 x':>6} {'p95 +ms':>8}  target")
@@ -135,7 +156,8 @@ def main() -> int:
         ok = "" if name.startswith("bare") else ("ok" if diff <= TARGET_MS else "OVER")
         print(f"{name:<{width}}  {p50:7.1f} {p95:7.1f}  {p50 / base50:6.2f} {diff:+8.1f}  {ok}")
     print(f"\n{args.runs} rounds on {os.cpu_count()} CPUs, {sys.executable} {sys.version.split()[0]}; "
-          f"worst p95 difference {worst:+.1f} ms (target {TARGET_MS:.0f} ms)")
+          f"hooks run as python3 {' '.join(hook_flags())} (hooks.json), baseline python3 "
+          f"{'-S ' if args.no_site else ''}-c pass; worst p95 difference {worst:+.1f} ms (target {TARGET_MS:.0f} ms)")
     return 0
 
 

@@ -7,7 +7,9 @@ skip lines that do not parse (a writer killed mid-line, a hand edit).
 Every event has ``t`` (Unix time, float seconds), ``event``, ``run`` and ``task`` (or
 None); the other fields depend on the event (see docs/architecture.md).
 
-Standard library only: the hooks import this module.
+Standard library only: the hooks import this module. It imports no ``pathlib`` and no
+``typing`` (plain ``os.path`` on ``str`` or ``os.PathLike`` folders): every hook pays for
+each module it imports, and a hook runs on every tool call of a session.
 """
 
 from __future__ import annotations
@@ -15,20 +17,28 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
-from typing import Any, Iterator, List, Optional, Union
 
 EVENTS_FILENAME = "events.jsonl"
 
-PathLike = Union[str, "os.PathLike[str]"]
+
+def _file(run_dir) -> str:
+    return os.path.join(os.fspath(run_dir), EVENTS_FILENAME)
 
 
-def events_path(run_dir: PathLike) -> Path:
-    return Path(run_dir) / EVENTS_FILENAME
+def run_id_of(run_dir) -> str:
+    """The folder's name, as ``Path(run_dir).name`` gives it (trailing ``/`` and ``.`` parts ignored)."""
+    parts = [p for p in os.fspath(run_dir).split(os.sep) if p not in ("", ".")]
+    return parts[-1] if parts else ""
 
 
-def format_event(run_id: str, event: str, task: Optional[str] = None, t: Optional[float] = None,
-                 **fields: Any) -> str:
+def events_path(run_dir: str | os.PathLike[str]):
+    """``run_dir/events.jsonl`` as a ``pathlib.Path``."""
+    from pathlib import Path
+    return Path(_file(run_dir))
+
+
+def format_event(run_id: str, event: str, task: str | None = None, t: float | None = None,
+                 **fields) -> str:
     """One event as its JSON line (with the trailing newline)."""
     record = {"t": round(time.time() if t is None else t, 6), "event": event, "run": run_id, "task": task}
     for key, value in fields.items():
@@ -37,17 +47,16 @@ def format_event(run_id: str, event: str, task: Optional[str] = None, t: Optiona
     return json.dumps(record, ensure_ascii=False, default=str, separators=(",", ":")) + "\n"
 
 
-def append_event(run_dir: PathLike, event: str, *, task: Optional[str] = None,
-                 t: Optional[float] = None, **fields: Any) -> dict:
+def append_event(run_dir: str | os.PathLike[str], event: str, *, task: str | None = None,
+                 t: float | None = None, **fields) -> dict:
     """Append one event to ``run_dir/events.jsonl`` and return it as a dict.
 
     The run id is the folder's name. The line is written with one ``os.write`` on an
     ``O_APPEND`` descriptor: concurrent writers never interleave within a line.
     """
-    run_dir = Path(run_dir)
-    line = format_event(run_dir.name, event, task=task, t=t, **fields)
+    line = format_event(run_id_of(run_dir), event, task=task, t=t, **fields)
     data = line.encode("utf-8")
-    fd = os.open(events_path(run_dir), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(_file(run_dir), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         written = os.write(fd, data)
         if written != len(data):  # practically never for a short line on a local disk
@@ -57,10 +66,10 @@ def append_event(run_dir: PathLike, event: str, *, task: Optional[str] = None,
     return json.loads(line)
 
 
-def iter_events(run_dir: PathLike) -> Iterator[dict]:
-    """Events in file order; lines that are not a JSON object are skipped."""
+def iter_events(run_dir: str | os.PathLike[str]):
+    """Events (dicts) in file order; lines that are not a JSON object are skipped."""
     try:
-        f = open(events_path(run_dir), "rb")
+        f = open(_file(run_dir), "rb")
     except OSError:
         return
     with f:
@@ -73,7 +82,7 @@ def iter_events(run_dir: PathLike) -> Iterator[dict]:
                 yield record
 
 
-def read_events(run_dir: PathLike, event: Optional[str] = None, task: Optional[str] = None) -> List[dict]:
+def read_events(run_dir: str | os.PathLike[str], event: str | None = None, task: str | None = None) -> list[dict]:
     """All events (optionally only one kind and/or one task), skipping bad lines."""
     out = []
     for record in iter_events(run_dir):

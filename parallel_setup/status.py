@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from . import events
 
@@ -27,84 +25,138 @@ STEPS = ("issue", "worktree", "env")
 ENDED = ("done", "failed", "unverified")
 STATES = ("done", "failed", "unverified", "running", "waiting")
 
+# The Stop and UserPromptSubmit hooks import this module: it uses plain classes instead of
+# ``dataclasses`` and ``os.path`` instead of ``pathlib`` (each import costs every hook call).
+_REQUIRED = object()
+
 
 def _now() -> float:
     return time.time()
 
 
-@dataclass
-class TaskStatus:
-    id: str
-    title: str = ""
-    depends_on: list = field(default_factory=list)
-    state: str = "waiting"          # waiting | running | done | failed | unverified
-    phase: str = ""                 # next-wave | queued | starting | setup | setup-failed | working | ended
-    issue: int | None = None
-    issue_url: str | None = None
-    branch: str | None = None
-    agent_id: str | None = None
-    spawned: float | None = None    # seconds since planning ended
-    setup_start: float | None = None
-    setup_end: float | None = None
-    ended: float | None = None
-    steps: dict = field(default_factory=dict)   # step -> {"start", "end", "seconds", "ok"}
-    setup_seconds: float | None = None
-    work_seconds: float | None = None
-    total_seconds: float | None = None
-    setup_status: str | None = None
-    failed_claims: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
-    reason: str | None = None
-    log: str | None = None
-    commits: int | None = None
-    tests_exit: int | None = None
-    tests_command: str | None = None
-    gh_calls: int = 0
-    retries: int = 0
+class _Record:
+    """A small data class: fields in ``_FIELDS`` order, set by keyword (or position), with
+    defaults (a list or dict default is copied for each instance)."""
+
+    __slots__ = ()
+    _FIELDS: tuple = ()  # (name, default or _REQUIRED)
+
+    def __init__(self, *args, **kwargs):
+        if len(args) > len(self._FIELDS):
+            raise TypeError(f"{type(self).__name__}() takes at most {len(self._FIELDS)} positional arguments")
+        for (name, default), value in zip(self._FIELDS, args):
+            if name in kwargs:
+                raise TypeError(f"{type(self).__name__}() got multiple values for argument {name!r}")
+            kwargs[name] = value
+        for name, default in self._FIELDS:
+            if name in kwargs:
+                value = kwargs.pop(name)
+            elif default is _REQUIRED:
+                raise TypeError(f"{type(self).__name__}() missing required argument: {name!r}")
+            else:
+                value = default.copy() if isinstance(default, (list, dict)) else default
+            setattr(self, name, value)
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {next(iter(kwargs))!r}")
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name, _ in self._FIELDS)
+
+    def __eq__(self, other):
+        return self._values() == other._values() if type(other) is type(self) else NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(" + ", ".join(f"{name}={getattr(self, name)!r}"
+                                                     for name, _ in self._FIELDS) + ")"
 
 
-@dataclass
-class RunStatus:
-    id: str
-    project: str
-    created_at: float
-    now: float
-    plan_name: str = ""
-    issue_mode: str | None = None
-    repository: str | None = None
-    base_ref: str | None = None
-    tasks: list = field(default_factory=list)
-    counts: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
-    next_wave: list = field(default_factory=list)    # waiting tasks whose dependencies are done
-    blocked: list = field(default_factory=list)      # waiting tasks with a failed dependency
+class TaskStatus(_Record):
+    _FIELDS = (
+        ("id", _REQUIRED),
+        ("title", ""),
+        ("depends_on", []),
+        ("state", "waiting"),         # waiting | running | done | failed | unverified
+        ("phase", ""),                # next-wave | queued | starting | setup | setup-failed | working | ended
+        ("issue", None),
+        ("issue_url", None),
+        ("branch", None),
+        ("agent_id", None),
+        ("spawned", None),            # seconds since planning ended
+        ("setup_start", None),
+        ("setup_end", None),
+        ("ended", None),
+        ("steps", {}),                # step -> {"start", "end", "seconds", "ok"}
+        ("setup_seconds", None),
+        ("work_seconds", None),
+        ("total_seconds", None),
+        ("setup_status", None),
+        ("failed_claims", []),
+        ("notes", []),
+        ("reason", None),
+        ("log", None),
+        ("commits", None),
+        ("tests_exit", None),
+        ("tests_command", None),
+        ("gh_calls", 0),
+        ("retries", 0),
+    )
+    __slots__ = tuple(name for name, _ in _FIELDS)
+
+
+class RunStatus(_Record):
+    _FIELDS = (
+        ("id", _REQUIRED),
+        ("project", _REQUIRED),
+        ("created_at", _REQUIRED),
+        ("now", _REQUIRED),
+        ("plan_name", ""),
+        ("issue_mode", None),
+        ("repository", None),
+        ("base_ref", None),
+        ("tasks", []),
+        ("counts", {}),
+        ("metrics", {}),
+        ("next_wave", []),            # waiting tasks whose dependencies are done
+        ("blocked", []),              # waiting tasks with a failed dependency
+    )
+    __slots__ = tuple(name for name, _ in _FIELDS)
 
     def task(self, task_id: str) -> TaskStatus | None:
         return next((t for t in self.tasks if t.id == task_id), None)
 
     def to_dict(self) -> dict:
-        """Plain data for ``--json``; times rounded to milliseconds."""
-        return _rounded(asdict(self))
+        """Plain data for ``--json`` (nested records become dicts); times rounded to milliseconds."""
+        return _rounded(self)
 
 
 def _rounded(value):
     if isinstance(value, float):
         return round(value, 3)
+    if isinstance(value, _Record):
+        return {name: _rounded(getattr(value, name)) for name, _ in value._FIELDS}
     if isinstance(value, dict):
         return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_rounded(v) for v in value]
     return value
 
 
-def runs_root(project) -> Path:
-    return Path(project) / ".parallel" / "runs"
+def _runs_dir(project) -> str:
+    return os.path.join(os.fspath(project), ".parallel", "runs")
+
+
+def runs_root(project):
+    """``project/.parallel/runs`` as a ``pathlib.Path``."""
+    from pathlib import Path
+    return Path(_runs_dir(project))
 
 
 def latest_run(project) -> str | None:
-    root = runs_root(project)
+    root = _runs_dir(project)
     try:
-        ids = [e.name for e in os.scandir(root) if e.is_dir() and (Path(e.path) / "run.json").is_file()]
+        ids = [e.name for e in os.scandir(root) if e.is_dir() and os.path.isfile(os.path.join(e.path, "run.json"))]
     except OSError:
         return None
     return max(ids) if ids else None
@@ -118,15 +170,15 @@ def _plan_tasks(run_info: dict) -> list[dict]:
 
 def load_run(project, run_id: str, now: float | None = None) -> RunStatus:
     """The run's state. Raises FileNotFoundError when ``run.json`` is missing."""
-    project = Path(project)
-    run_dir = runs_root(project) / run_id
-    with open(run_dir / "run.json", encoding="utf-8") as f:
+    project = os.fspath(project)
+    run_dir = os.path.join(_runs_dir(project), run_id)
+    with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as f:
         info = json.load(f)
     created = float(info.get("created_at") or 0)
     now = _now() if now is None else now
     plan_tasks = {t["id"]: t for t in _plan_tasks(info)}
     order = [t for t in info.get("tasks") or list(plan_tasks) if isinstance(t, str)]
-    st = RunStatus(id=run_id, project=str(project), created_at=created, now=now,
+    st = RunStatus(id=run_id, project=project, created_at=created, now=now,
                    plan_name=str((info.get("plan") or {}).get("name") or ""),
                    issue_mode=info.get("issue_mode"), repository=info.get("repository"),
                    base_ref=info.get("base_ref"))
@@ -239,7 +291,7 @@ def load_run(project, run_id: str, now: float | None = None) -> RunStatus:
     return st
 
 
-def _finish_task(task: TaskStatus, launched: bool, elapsed: float, run_dir: Path, project: Path) -> None:
+def _finish_task(task: TaskStatus, launched: bool, elapsed: float, run_dir: str, project: str) -> None:
     if task.setup_start is not None and task.setup_end is not None:
         task.setup_seconds = max(0.0, task.setup_end - task.setup_start)
     if task.state in ENDED:
@@ -261,7 +313,7 @@ def _finish_task(task: TaskStatus, launched: bool, elapsed: float, run_dir: Path
     if end is not None and start is not None:
         task.total_seconds = max(0.0, end - start)
     if task.log is None and task.state in ("failed", "unverified", "running"):
-        task.log = os.path.relpath(run_dir / "tasks" / task.id / "setup.log", project)
+        task.log = os.path.relpath(os.path.join(run_dir, "tasks", task.id, "setup.log"), project)
 
 
 def _metrics(st: RunStatus, agg: dict) -> dict:

@@ -11,17 +11,16 @@ A task is ``done`` only when every claim checks out:
 
 Otherwise it is ``unverified`` with the failed claims listed. A report with
 ``status: failed`` makes it ``failed`` with the reason and the setup log's path.
-Standard library only (the hooks call this); every external command has a timeout.
+Standard library only (the hooks call this); every external command has a timeout. It
+imports no ``pathlib``, ``dataclasses`` or ``shutil``: the SubagentStop hook imports this
+module, and each of those costs that hook milliseconds.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import events
 
@@ -30,17 +29,31 @@ REMOTE_TIMEOUT = 15
 GH_TIMEOUT = 8
 
 
-@dataclass
 class Verdict:
-    state: str
-    failed_claims: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
-    reason: str | None = None
-    log: str | None = None
-    facts: dict = field(default_factory=dict)
+    """A task's verified state: ``done``, ``failed`` or ``unverified``, with the why."""
+
+    __slots__ = ("state", "failed_claims", "notes", "reason", "log", "facts")
+
+    def __init__(self, state: str, failed_claims: list | None = None, notes: list | None = None,
+                 reason: str | None = None, log: str | None = None, facts: dict | None = None):
+        self.state = state
+        self.failed_claims = [] if failed_claims is None else failed_claims
+        self.notes = [] if notes is None else notes
+        self.reason = reason
+        self.log = log
+        self.facts = {} if facts is None else facts
+
+    def _fields(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other):
+        return self._fields() == other._fields() if type(other) is Verdict else NotImplemented
+
+    def __repr__(self) -> str:
+        return "Verdict(" + ", ".join(f"{n}={v!r}" for n, v in zip(self.__slots__, self._fields())) + ")"
 
 
-def _git(project: Path, *args: str, timeout: float = GIT_TIMEOUT) -> subprocess.CompletedProcess | None:
+def _git(project, *args: str, timeout: float = GIT_TIMEOUT) -> subprocess.CompletedProcess | None:
     try:
         return subprocess.run(["git", *args], cwd=project, capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
@@ -59,17 +72,18 @@ def issue_number(value) -> int | None:
     return None
 
 
-def setup_end_of(run_dir: Path, task: str) -> dict | None:
+def setup_end_of(run_dir, task: str) -> dict | None:
     found = events.read_events(run_dir, event="setup_end", task=task)
     return found[-1] if found else None
 
 
 def verify_task(project, run_info: dict, task: str, report: dict | None, *,
-                missing_report: str | None = None, run_dir: Path | None = None) -> Verdict:
-    project = Path(project)
-    run_id = run_info.get("id") or (run_dir.name if run_dir else "")
-    run_dir = run_dir or project / ".parallel" / "runs" / run_id
-    log_path = run_dir / "tasks" / task / "setup.log"
+                missing_report: str | None = None, run_dir=None) -> Verdict:
+    """``project`` and ``run_dir`` (default: the run's folder in ``project``): str or path-like."""
+    project = os.fspath(project)
+    run_id = run_info.get("id") or (events.run_id_of(run_dir) if run_dir else "")
+    run_dir = os.fspath(run_dir) if run_dir else os.path.join(project, ".parallel", "runs", run_id)
+    log_path = os.path.join(run_dir, "tasks", task, "setup.log")
     try:
         log = os.path.relpath(log_path, project)
     except ValueError:
@@ -159,15 +173,19 @@ def _check_issue(project, run_info, setup, report, number, claims, notes) -> Non
         return
     mode = run_info.get("issue_mode") or setup.get("mode")
     if mode == "local":
-        if not (project / ".parallel" / "issues" / f"{number}.md").is_file():
+        if not os.path.isfile(os.path.join(project, ".parallel", "issues", f"{number}.md")):
             claims.append(f"issue: .parallel/issues/{number}.md does not exist")
         return
     if recorded != number or setup.get("status") not in (None, "ok"):
         claims.append(f"issue: #{number} was not recorded by this task's setup")
         return
     repo = run_info.get("repository")
-    gh = shutil.which("gh")
-    if os.environ.get("PARALLEL_VERIFY_GH", "1") == "0" or not gh:
+    if os.environ.get("PARALLEL_VERIFY_GH", "1") == "0":
+        gh = None
+    else:
+        import shutil  # only a github-mode check needs it
+        gh = shutil.which("gh")
+    if not gh:
         notes.append(f"issue #{number} recorded by setup; not checked on GitHub (gh not used)")
         return
     cmd = [gh, "issue", "view", str(number), "--json", "number"] + (["-R", repo] if repo else [])

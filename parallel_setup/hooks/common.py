@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 
 from .. import events
 
@@ -27,19 +26,24 @@ AGENT_TOOLS = ("Agent", "Task")
 #: The run the current hook works on, for the error log (see errors.py).
 CURRENT = {"run_dir": None}
 
+join = os.path.join  # paths are plain strings here: importing pathlib would cost every hook call
+
 
 def safe_id(value) -> str | None:
     return value if isinstance(value, str) and SAFE_ID.match(value) and value not in (".", "..") else None
 
 
 class Ctx:
-    """One hook call: its event, payload and project (the folder holding .parallel/runs)."""
+    """One hook call: its event, payload and project (the folder holding .parallel/runs).
+
+    Every path it gives is a ``str``.
+    """
 
     def __init__(self, event: str, payload: dict, project: str):
         self.event = event
         self.payload = payload
-        self.project = Path(project)
-        self.runs = self.project / ".parallel" / "runs"
+        self.project = os.fspath(project)
+        self.runs = join(self.project, ".parallel", "runs")
 
     # -- payload fields, type-checked ---------------------------------------------------
     def get(self, key, kind=str):
@@ -51,11 +55,14 @@ class Ctx:
         return value if isinstance(value, dict) else {}
 
     # -- runs -----------------------------------------------------------------------------
-    def run_dir(self, run: str) -> Path:
-        return self.runs / run
+    def run_dir(self, run: str) -> str:
+        return join(self.runs, run)
+
+    def task_dir(self, run: str, task: str) -> str:
+        return join(self.runs, run, "tasks", task)
 
     def run_exists(self, run: str | None) -> bool:
-        return bool(safe_id(run)) and (self.runs / run / "run.json").is_file()
+        return bool(safe_id(run)) and os.path.isfile(join(self.runs, run, "run.json"))
 
     def run_ids(self) -> list[str]:
         """Run ids, newest first (ids start with a UTC timestamp)."""
@@ -65,9 +72,9 @@ class Ctx:
             return []
         return sorted(names, reverse=True)
 
-    def use_run(self, run: str) -> Path:
+    def use_run(self, run: str) -> str:
         path = self.run_dir(run)
-        CURRENT["run_dir"] = str(path)
+        CURRENT["run_dir"] = path
         return path
 
     def ref_in(self, text) -> tuple[str, str] | None:
@@ -76,25 +83,27 @@ class Ctx:
             return None
         for match in REF_RE.finditer(text):
             run, task = match.group(1), match.group(2)
-            if self.run_exists(run) and (self.runs / run / "tasks" / task).is_dir():
+            if self.run_exists(run) and os.path.isdir(self.task_dir(run, task)):
                 return run, task
         return None
 
     # -- markers --------------------------------------------------------------------------
-    def marker(self, run: str, kind: str, key: str) -> Path:
-        return self.runs / run / "hooks" / f"{kind}-{key}"
+    def marker(self, run: str, kind: str, key: str) -> str:
+        return join(self.runs, run, "hooks", f"{kind}-{key}")
 
     def write_marker(self, run: str, kind: str, key: str, value: str = "") -> None:
         path = self.marker(run, kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(value, encoding="utf-8")
+        folder, name = os.path.split(path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = join(folder, f".{name}.{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(value)
         os.replace(tmp, path)
 
     def claim_marker(self, run: str, kind: str, key: str, value: str = "") -> bool:
         """Create the marker if absent; True only for the one caller that created it."""
         path = self.marker(run, kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
@@ -103,15 +112,21 @@ class Ctx:
             f.write(value)
         return True
 
+    def drop_marker(self, run: str, kind: str, key: str) -> None:
+        try:
+            os.unlink(self.marker(run, kind, key))
+        except FileNotFoundError:
+            pass
+
     def find_marker(self, kind: str, key) -> tuple[str, str] | None:
         """(run, content) of the newest run holding this marker."""
         key = safe_id(key)
         if key is None:
             return None
         for run in self.run_ids():
-            path = self.marker(run, kind, key)
             try:
-                return run, path.read_text(encoding="utf-8").strip()
+                with open(self.marker(run, kind, key), encoding="utf-8") as f:
+                    return run, f.read().strip()
             except (FileNotFoundError, NotADirectoryError):
                 continue
         return None
@@ -127,7 +142,7 @@ class Ctx:
         """The newest run with at least one spawned task."""
         for run in self.run_ids():
             try:
-                if any(name.startswith("spawn-") for name in os.listdir(self.runs / run / "hooks")):
+                if any(name.startswith("spawn-") for name in os.listdir(join(self.runs, run, "hooks"))):
                     return run
             except OSError:
                 continue
@@ -143,8 +158,13 @@ def context(event: str, text: str) -> dict:
     return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}
 
 
-def load_json(path: Path):
+def read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def load_json(path: str):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except (OSError, ValueError):
         return None

@@ -7,8 +7,8 @@ the background ``<task-notification>``); whichever comes first ingests it, and t
 
 from __future__ import annotations
 
-import html
 import json
+import os
 import re
 import time
 
@@ -23,6 +23,7 @@ def parse_report(text) -> tuple[dict | None, str | None]:
     """(report, None) or (None, why not). The last fenced JSON block with ``parallel_report`` wins."""
     report, problem = _parse(text)
     if report is None and isinstance(text, str) and "&quot;" in text:
+        import html  # only an HTML-escaped <result> needs it
         report, problem = _parse(html.unescape(text))  # an HTML-escaped <result>
     return report, problem
 
@@ -78,7 +79,7 @@ def locate(ctx: Ctx, agent_id, report: dict | None, *texts) -> tuple[str, str] |
         run, task = safe_id(report.get("run")), safe_id(report.get("task"))
         if known and not run:
             run = known[0]
-        if run and task and ctx.run_exists(run) and (ctx.run_dir(run) / "tasks" / task).is_dir():
+        if run and task and ctx.run_exists(run) and os.path.isdir(ctx.task_dir(run, task)):
             return run, task
     for text in texts:
         ref = ctx.ref_in(text)
@@ -107,18 +108,19 @@ def ingest(ctx: Ctx, run: str, task: str, agent_id, text, via: str) -> dict | No
     try:
         return _record_end(ctx, run, run_dir, task, agent_id, report, problem, via)
     except BaseException:
-        ctx.marker(run, "ended", task).unlink(missing_ok=True)  # let a later hook try again
+        ctx.drop_marker(run, "ended", task)  # let a later hook try again
         raise
 
 
 def _record_end(ctx, run, run_dir, task, agent_id, report, problem, via) -> dict:
-    task_dir = run_dir / "tasks" / task
-    run_info = load_json(run_dir / "run.json") or {}
+    task_dir = ctx.task_dir(run, task)
+    run_info = load_json(os.path.join(run_dir, "run.json")) or {}
     if report is not None:
         saved = dict(report, received_at=time.time(), via=via, agent_id=agent_id)
-        tmp = task_dir / ".report.json.tmp"
-        tmp.write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(task_dir / "report.json")
+        tmp = os.path.join(task_dir, ".report.json.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(saved, indent=2) + "\n")
+        os.replace(tmp, os.path.join(task_dir, "report.json"))
     verdict = verify.verify_task(ctx.project, run_info, task, report,
                                  missing_report=problem, run_dir=run_dir)
     ctx.record(run, "task_end", task, state=verdict.state, failed_claims=verdict.failed_claims,

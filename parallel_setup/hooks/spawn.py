@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
-from .common import AGENT_TOOLS, Ctx, safe_id
+from .common import AGENT_TOOLS, Ctx, read_text, safe_id
 
 PROMPT_REF = re.compile(r"\.parallel/runs/([A-Za-z0-9._-]+)/tasks/([A-Za-z0-9._-]+)/prompt\.md")
 #: A short reference is about 130 bytes; anything much longer is a prompt written out in full.
@@ -25,9 +26,8 @@ def pre_tool_use(ctx: Ctx):
     run, task = match.group(1), match.group(2)
     if not ctx.run_exists(run):
         return None
-    prompt_file = ctx.run_dir(run) / "tasks" / task / "prompt.md"
     try:
-        full = prompt_file.read_text(encoding="utf-8")
+        full = read_text(os.path.join(ctx.task_dir(run, task), "prompt.md"))
     except (OSError, UnicodeDecodeError):
         return None  # without the hook the subagent reads the file itself
     ctx.use_run(run)

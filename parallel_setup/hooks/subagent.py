@@ -8,6 +8,8 @@ When the report is missing it blocks ONCE, asking for the report; a marker on di
 
 from __future__ import annotations
 
+import os
+
 from .common import AGENT_TYPE, Ctx, safe_id
 
 
@@ -48,7 +50,7 @@ def subagent_stop(ctx: Ctx):
     ctx.use_run(run)
     if agent_id and not (known and known[1]):
         ctx.write_marker(run, "agent", agent_id, task)
-    if ctx.marker(run, "ended", task).exists():
+    if os.path.exists(ctx.marker(run, "ended", task)):
         return None  # a resumed agent stopping again: its end is already recorded
     if report is None and ctx.payload.get("stop_hook_active") is not True \
             and ctx.claim_marker(run, "blocked", agent_id or task, "SubagentStop"):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 
-from .. import paths, status
+from .. import status
+
+#: The plugin folder, as ``paths.PLUGIN_ROOT`` has it (paths.py imports pathlib and subprocess,
+#: which this hook path does not need).
+PLUGIN_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 
 def _secs(value) -> str:
@@ -48,7 +53,7 @@ def run_summary(project, run_id: str, just_ended: list[str]) -> str:
     if running:
         lines.append(f"Still running: {', '.join(running)}. Their results arrive on their own; do not poll.")
         return "\n".join(lines)
-    cli = shlex.quote(str(paths.PLUGIN_ROOT / "scripts" / "parallel-setup"))
+    cli = shlex.quote(os.path.join(PLUGIN_ROOT, "scripts", "parallel-setup"))
     if st.next_wave:
         lines.append(f"Next wave ready ({', '.join(st.next_wave)}): run `{cli} execute --run {run_id}` "
                      "and spawn the Agent calls it prints, all in one message.")

@@ -31,7 +31,8 @@ class Hooks:
     def __init__(self, plugin: Path, project: Path, data_dir: Path):
         self.plugin, self.project, self.data_dir = plugin, project, data_dir
 
-    def run(self, event: str, payload, *, env: dict | None = None, args=None) -> subprocess.CompletedProcess:
+    def run(self, event: str, payload, *, env: dict | None = None, args=None,
+            python_flags=()) -> subprocess.CompletedProcess:
         if isinstance(payload, dict):
             payload = copy.deepcopy(payload)
             if isinstance(payload.get("cwd"), str):
@@ -43,7 +44,8 @@ class Hooks:
                         CLAUDE_PROJECT_DIR=str(self.project), PARALLEL_VERIFY_GH="0")
         full_env.pop("PARALLEL_DISABLE", None)
         full_env.update(env or {})
-        cmd = [sys.executable, str(self.plugin / "scripts" / "hook.py")] + ([event] if args is None else args)
+        cmd = ([sys.executable, *python_flags, str(self.plugin / "scripts" / "hook.py")]
+               + ([event] if args is None else args))
         return subprocess.run(cmd, input=data, capture_output=True, cwd=self.project, env=full_env, timeout=60)
 
     def out(self, event: str, payload, **kw) -> dict | None:

@@ -322,6 +322,51 @@ def test_stop_records_what_is_still_running(hooks, project):
     assert stop["running"] == ["alpha"] and stop["background_agents"] == ["a99f6a8a529e9d3b6"]
 
 
+# -- start-up cost: what each hook imports ----------------------------------------------------
+
+#: Modules the hook path must not import: each costs every hook call milliseconds of start-up
+#: (dataclasses pulls in inspect, ast, dis and tokenize; pathlib pulls in urllib.parse and ipaddress).
+HEAVY = {"pathlib", "dataclasses", "inspect", "typing", "shutil", "html", "importlib.util", "tempfile"}
+
+
+def imports_of(hooks, event: str, payload) -> set[str]:
+    """The modules one hook call imports, run as ``python3 -S -X importtime`` (-S: no site-packages
+    .pth file preloads anything, as on a clean machine; the hook is stdlib only)."""
+    proc = hooks.run(event, payload, python_flags=["-S", "-X", "importtime"])
+    assert proc.returncode == 0
+    lines = proc.stderr.decode().splitlines()
+    assert all(line.startswith("import time:") for line in lines), proc.stderr.decode()
+    return {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
+
+
+def test_hooks_import_nothing_heavy(hooks, project):
+    sha = make_task_branch(project, 1)
+    setup_end(project, "alpha", 1)
+    hooks.out("PreToolUse", spawn_payload("background", "beta", "toolu_b"))  # still running at the Stop
+    launched = fixture("background/PostToolUse-Agent-async_launched.json")
+    launched.update(tool_use_id="toolu_a")
+    launched["tool_response"]["agentId"] = "agentalpha1"
+    start = fixture("foreground/SubagentStart.json")
+    start.update(agent_id="agentalpha1", agent_type="parallel:parallel-task-executor")
+    stop = fixture("background/SubagentStop.json")
+    stop.update(agent_id="agentalpha1", last_assistant_message=report_text("alpha", 1, sha))
+    note = fixture("background/UserPromptSubmit-task-notification.json")
+    note["prompt"] = note["prompt"].replace("a22eae28874b8e5b8", "agentalpha1")
+    calls = [("PreToolUse", spawn_payload("background", "alpha", "toolu_a")), ("PostToolUse", launched),
+             ("SubagentStart", start), ("SubagentStop", stop), ("UserPromptSubmit", note),
+             ("Stop", fixture("background/Stop-while-running.json"))]
+    for event, payload in calls:
+        imported = imports_of(hooks, event, payload)
+        assert "parallel_setup.hooks.common" in imported, event  # the hook got to its handler...
+        assert not imported & HEAVY, (event, sorted(imported & HEAVY))  # ...without the heavy imports
+        if event not in ("SubagentStop", "UserPromptSubmit"):  # only verifying a report runs git
+            assert "subprocess" not in imported, event
+    # every call did its work: the report was verified, the summary given, what runs recorded
+    assert [e["state"] for e in hooks.events("task_end")] == ["done"]
+    assert [e["event"] for e in hooks.events()][-2:] == ["notified", "main_stop"]
+    assert hooks.events("main_stop")[0]["running"] == ["beta"]
+
+
 # -- failing open, loudly, once ------------------------------------------------------------------
 
 def test_unwritable_state_fails_open_and_tells_the_user_once(hooks, project):
