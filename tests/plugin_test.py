@@ -12,6 +12,7 @@ import pytest
 
 from parallel_setup.cli import COMMANDS, build_parser
 from tests.support.claude_cli import plugin_validate, run_claude
+from tests.support.git import make_repo
 from tests.support.messages_api import MessagesAPIServer, first_user_text, text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,8 +73,32 @@ def test_real_cli_expands_parallel_plan(plugin_copy, tmp_path, snapshot):
     assert body == snapshot
 
 
+def test_real_cli_expands_parallel_status_without_runs(plugin_copy, tmp_path):
+    """/parallel:status in a repository with no runs: its ! line succeeds (--no-runs-ok), so the
+    command is not aborted with "Shell command failed" and the model gets the next step to tell."""
+    project = make_repo(tmp_path / "p", origin=False)
+    with MessagesAPIServer(lambda req: [text("STATUS-SCRIPTED-REPLY")]) as api:
+        proc = run_claude("/parallel:status", cwd=project, plugin_dir=plugin_copy,
+                          api_url=api.url, home=tmp_path / "home", timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        assert "Shell command failed" not in proc.stdout + proc.stderr
+        assert "STATUS-SCRIPTED-REPLY" in proc.stdout, proc.stdout + proc.stderr
+        assert not api.errors, api.errors
+        (req,) = api.message_requests()
+    sent = first_user_text(req)
+    print(sent[:3000])
+    assert "<command-name>/parallel:status</command-name>" in sent
+    runs = project.resolve() / ".parallel" / "runs"
+    assert (f"No parallel runs in this repository yet (nothing in {runs}).\n"
+            "Make a plan with /parallel:plan <goal>, then run it with /parallel:execute.") in sent
+    assert "Shell command failed" not in sent
+    assert "!`" not in sent
+
+
 @pytest.mark.parametrize("argv", [[]] + [[c] for c in COMMANDS]
-                         + [["plan", v] for v in ("validate", "show", "save", "list")])
+                         + [["plan", v] for v in ("validate", "show", "save", "list")]
+                         + [["pool", v] for v in ("on", "fill", "status", "off")],
+                         ids=lambda argv: "-".join(argv) or "top")
 def test_help_text(argv, capsys, snapshot, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     with pytest.raises(SystemExit) as exc:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .. import status
 from ..errors import FatalError
-from ..paths import find_project_root
+from ..gitutil import git_common_dir
+from ..paths import find_project_root, plans_dir
 
 HELP = "show a run's tasks, metrics and timeline (the latest run by default)"
 STEP_CHARS = {"issue": "i", "worktree": "w", "env": "e"}
@@ -25,12 +26,18 @@ def add_parser(sub):
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with an SVG timeline")
     p.add_argument("--width", type=int, metavar="N", help="output width in columns (default: the terminal's)")
+    p.add_argument("--no-runs-ok", action="store_true",
+                   help="when no RUN is given and the project has no runs yet, print what to do next "
+                        "and exit 0 instead of failing (used by the /parallel:status slash command)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     project = Path(args.project).resolve() if getattr(args, "project", None) else find_project_root()
     run_id = args.run or status.latest_run(project)
+    if run_id is None and getattr(args, "no_runs_ok", False):
+        print(no_runs_message(project))
+        return 0
     if run_id is None:
         raise FatalError(f"no runs in {project / '.parallel' / 'runs'}; start one with /parallel:execute")
     try:
@@ -50,6 +57,42 @@ def run(args) -> int:
         if args.html:
             print(f"HTML timeline: {args.html}")
     return 0
+
+
+def _names(items: list[str], most: int) -> str:
+    return ", ".join(items[:most]) + (", ..." if len(items) > most else "")
+
+
+def no_runs_message(project: Path) -> str:
+    """What to do when ``project`` has no runs, specific to what is there: git or not, saved plans,
+    run folders an interrupted ``execute`` left without a ``run.json``."""
+    runs = status.runs_root(project)
+    try:
+        plans = sorted(p.stem for p in plans_dir(project).glob("*.yaml"))
+        stray = sorted(e.name for e in runs.iterdir() if e.is_dir()) if runs.is_dir() else []
+    except OSError:
+        plans, stray = [], []
+    try:
+        in_git = git_common_dir(project) is not None
+    except OSError:  # the folder does not exist
+        in_git = False
+    if not in_git:
+        lines = [f"No parallel runs here: {project} is not a git repository, and a parallel run needs one."]
+        if plans:
+            lines.append(f"It has saved plans ({_names(plans, 10)}), but /parallel:execute runs only in a git "
+                         "repository.")
+        lines.append("Open Claude Code in your project's repository (or run `git init` and make a first commit "
+                     "here), then make a plan with /parallel:plan <goal> and run it with /parallel:execute.")
+        return "\n".join(lines)
+    lines = [f"No parallel runs in this repository yet (nothing in {runs})."]
+    if stray:
+        lines.append(f"{len(stray)} folder(s) there have no run.json (an interrupted execute?): {_names(stray, 5)}.")
+    if plans:
+        lines.append(f"Saved plans: {_names(plans, 10)}. Run one with /parallel:execute [plan] "
+                     "(the most recent one if you name none).")
+    else:
+        lines.append("Make a plan with /parallel:plan <goal>, then run it with /parallel:execute.")
+    return "\n".join(lines)
 
 
 # -- text --------------------------------------------------------------------------------
