@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 from parallel_setup.cli import COMMANDS, build_parser
 from tests.support.claude_cli import plugin_validate, run_claude
-from tests.support.git import make_repo
-from tests.support.messages_api import MessagesAPIServer, first_user_text, text
+from tests.support.git import git, make_repo
+from tests.support.messages_api import MessagesAPIServer, first_user_text, text, tool_results, tool_use
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -71,6 +72,57 @@ def test_real_cli_expands_parallel_plan(plugin_copy, tmp_path, snapshot):
     body = sent[sent.index("# Plan parallel work"):]
     body = _plugin_root_placeholder(body, plugin_copy).replace(str(project.resolve()), "<PROJECT>")
     assert body == snapshot
+
+
+def test_real_cli_parallel_plan_tops_up_the_worktree_pool_in_the_background(plugin_copy, tmp_path):
+    """With the pool on, /parallel:plan's ! line starts a background fill and returns at once
+    (the command is not held up by the checkouts); the worktrees appear while the model plans."""
+    from parallel_setup import pool
+    project = make_repo(tmp_path / "p")
+    pool.save_settings(project, pool.Settings(2, "main"))
+    with MessagesAPIServer(lambda req: [text("PLAN-SCRIPTED-REPLY")]) as api:
+        proc = run_claude("/parallel:plan add a cache layer", cwd=project, plugin_dir=plugin_copy,
+                          api_url=api.url, home=tmp_path / "home", timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        assert "PLAN-SCRIPTED-REPLY" in proc.stdout, proc.stdout + proc.stderr
+        (req,) = api.message_requests()
+    sent = first_user_text(req)
+    assert "nothing to do about it: Worktree pool: filling up to 2 worktrees at main in the background (pid " in sent
+    assert "Shell command failed" not in sent
+    deadline = time.time() + 60
+    while len(pool.free_slots(project)) < 2 or pool.fill_running(project):
+        assert time.time() < deadline, pool.log_path(project).read_text()
+        time.sleep(0.1)
+    base = git(project, "rev-parse", "origin/main").stdout.strip()
+    assert {s.commit for s in pool.free_slots(project)} == {base}
+
+
+def test_real_cli_parallel_pool_on_turns_the_pool_on(plugin_copy, tmp_path):
+    """/parallel:pool on --size 2: the expanded command names the plugin's script; the (scripted)
+    model runs it with Bash, and the pool is on and filled in the real repository."""
+    from parallel_setup import pool
+
+    def model(req):
+        results = tool_results(req)
+        if results:
+            return [text("POOL-DONE: " + results[-1]["content"][:500])]
+        m = re.search(r'"([^"\n]*/scripts/parallel-setup)" pool on --size N', first_user_text(req))
+        if not m or "Arguments: `on --size 2`" not in first_user_text(req):
+            return [text("POOL-CONFUSED")]
+        return [tool_use("Bash", {"command": f'"{m.group(1)}" pool on --size 2', "description": "Turn the pool on"})]
+
+    project = make_repo(tmp_path / "p")
+    with MessagesAPIServer(model) as api:
+        proc = run_claude("/parallel:pool on --size 2", cwd=project, plugin_dir=plugin_copy,
+                          api_url=api.url, home=tmp_path / "home", timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        assert not api.errors, api.errors
+    assert "POOL-DONE: Worktree pool on: 2 worktrees at main" in proc.stdout, proc.stdout + proc.stderr
+    assert pool.load_settings(project) == pool.Settings(2, "main")
+    deadline = time.time() + 60
+    while len(pool.free_slots(project)) < 2 or pool.fill_running(project):
+        assert time.time() < deadline, pool.log_path(project).read_text()
+        time.sleep(0.1)
 
 
 def test_real_cli_expands_parallel_status_without_runs(plugin_copy, tmp_path):

@@ -266,3 +266,24 @@ def test_execute_stops_a_fill_still_running_so_the_setups_get_the_cpu(repo, caps
     results = setup_all(run)
     assert all(r["status"] == "ok" for r in results.values())
     assert any(r["pool"] for r in results.values())
+
+
+
+def test_a_repository_with_submodules_still_gets_pool_worktrees(repo, tmp_path, capsys):
+    """git refuses to move a worktree whose submodules are checked out; pool worktrees never
+    check them out (nor does git worktree add), so the move works."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    git(lib, "init", "-q")
+    git_commit(lib, "lib", {"lib.py": "X = 1\n"})
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), "vendor/lib")
+    git(repo, "commit", "-q", "-m", "add a submodule")
+    git(repo, "push", "-q", "origin", "main")
+    assert cmd(repo, capsys, "on", "--size", "1", "--no-fill")[0] == 0
+    assert cmd(repo, capsys, "fill")[0] == 0
+    write_plan(repo, n=1)
+    code, out, err = execute(repo, capsys)
+    assert code == 0, err
+    (result,) = setup_all(runs.load_run(repo, run_id_in(out))).values()
+    assert result["status"] == "ok" and result["pool"] is True
+    assert (Path(result["worktree"]) / ".gitmodules").is_file()
