@@ -553,7 +553,9 @@ def plan_launch(run: Run, states: Optional[Dict[str, TaskState]] = None, *,
     """Which tasks to launch now, and which wait (with why).
 
     Ready: not launched yet (or failed, with ``retry_failed``) and every dependency
-    finished. Running tasks count against ``max_concurrency``. ``only`` launches exactly
+    done, that is verified: a dependency that ended unverified or failed holds its
+    dependents back (``/parallel:status`` shows them as blocked) until it is fixed, or
+    until ``only`` launches them anyway. Running tasks count against ``max_concurrency``. ``only`` launches exactly
     those tasks, whatever their state (a task that stopped without reporting).
     """
     states = states if states is not None else task_states(run)
@@ -576,7 +578,7 @@ def plan_launch(run: Run, states: Optional[Dict[str, TaskState]] = None, *,
         if st.state in ("failed", "setup_failed") and not retry_failed:
             continue
         deps = run.plan.task(tid).depends_on
-        unmet = [d for d in deps if states[d].state not in FINISHED]
+        unmet = [d for d in deps if states[d].state != "done"]
         if unmet:
             waiting.append((tid, unmet))
         elif len(launch) >= budget:
@@ -585,11 +587,15 @@ def plan_launch(run: Run, states: Optional[Dict[str, TaskState]] = None, *,
         else:
             launch.append(tid)
     shown = {"pending": "not started", "setup_failed": "setup failed"}
+    stuck = ("unverified", "failed", "setup_failed")
 
     def why(unmet: Any) -> str:
         if isinstance(unmet, str):
             return unmet
-        return "waits for " + ", ".join(
+        text = "waits for " + ", ".join(
             f"{d} ({'launching now' if d in launch else shown.get(states[d].state, states[d].state)})" for d in unmet)
+        if any(states[d].state in stuck and d not in launch for d in unmet):
+            text += ": not done until that is fixed (or launch this one anyway with --task)"
+        return text
 
     return launch, [(tid, why(u)) for tid, u in waiting]

@@ -123,6 +123,23 @@ def test_resume_launches_the_next_wave_and_never_a_finished_task(repo, capsys):
     assert waves == [["a"], ["b"], ["b"], ["c"]]
 
 
+def test_an_unverified_dependency_holds_its_dependents_back(repo, capsys):
+    """Done means verified: the next wave waits, as /parallel:status shows it (blocked)."""
+    write_plan(repo, tasks=[{"id": "a", "title": "A", "description": "d"},
+                            {"id": "b", "title": "B", "description": "d", "depends_on": ["a"]}])
+    _, out, _ = execute(repo, capsys)
+    run_id = run_id_in(out)
+    finish(repo, run_id, "a", "unverified")
+    _, out, _ = execute(repo, capsys, "--run", run_id)
+    assert calls_in(out) == []
+    assert ("- b: waits for a (unverified): not done until that is fixed (or launch this one anyway "
+            "with --task)") in out
+    status = cli.main(["-C", str(repo), "status", run_id, "--json"])
+    assert status == 0 and json.loads(capsys.readouterr().out)["blocked"] == ["b"]
+    _, out, _ = execute(repo, capsys, "--run", run_id, "--task", "b")
+    assert [c["description"] for c in calls_in(out)] == ["b"]
+
+
 def test_dependency_info_reaches_the_next_wave_prompt(repo, capsys):
     write_plan(repo, tasks=[{"id": "a", "title": "A", "description": "d"},
                             {"id": "b", "title": "B", "description": "d", "depends_on": ["a"]}])
