@@ -398,6 +398,11 @@ def fill_in_background(project: Path, size: int, base_branch: str) -> int:
     """
     log = log_path(project)
     log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if log.stat().st_size > 256 * 1024:  # every /parallel:plan appends to it: keep one old copy
+            os.replace(log, log.with_name(log.name + ".1"))
+    except FileNotFoundError:
+        pass
     package_parent = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = package_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
