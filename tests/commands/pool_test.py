@@ -264,7 +264,7 @@ def test_execute_stops_a_fill_still_running_so_the_setups_get_the_cpu(repo, caps
     assert "done:" not in pool.log_path(repo).read_text()  # stopped, not finished
     run = runs.load_run(repo, run_id_in(out))
     results = setup_all(run)
-    assert all(r["status"] == "ok" for r in results.values())
+    assert all(r["status"] == "ok" for r in results.values()), [r.get("reason") for r in results.values()]
     assert any(r["pool"] for r in results.values())
 
 
