@@ -113,7 +113,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _pool_for_run(project: Path):
     """The pool folder when the pool is on, after stopping a fill still running (setups need the CPU)."""
-    settings = pool.load_settings(project)
+    try:
+        settings = pool.load_settings(project)
+    except FatalError as e:  # a damaged setting costs the speed-up, never the run
+        print(f"warning: not using the worktree pool: {e}", file=sys.stderr)
+        return None
     if settings is None:
         return None
     pool.stop_fill(project)

@@ -287,3 +287,16 @@ def test_a_repository_with_submodules_still_gets_pool_worktrees(repo, tmp_path, 
     (result,) = setup_all(runs.load_run(repo, run_id_in(out))).values()
     assert result["status"] == "ok" and result["pool"] is True
     assert (Path(result["worktree"]) / ".gitmodules").is_file()
+
+
+def test_an_empty_pool_or_a_damaged_setting_never_stops_a_run(repo, capsys):
+    assert cmd(repo, capsys, "on", "--size", "2", "--no-fill")[0] == 0
+    write_plan(repo, n=1)
+    code, out, err = execute(repo, capsys)
+    assert code == 0, err
+    assert "- Worktree pool: empty (every task runs git worktree add)\n" in out
+    pool.settings_path(repo).write_text("{not json")
+    code, out, err = execute(repo, capsys)
+    assert code == 0, err
+    assert err.startswith(f"warning: not using the worktree pool: {pool.settings_path(repo)} is not valid JSON")
+    assert runs.load_run(repo, run_id_in(out)).data["worktree_pool"] is None
