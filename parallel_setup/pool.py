@@ -236,6 +236,7 @@ class _FillLock:
     """``fill.lock`` created with O_EXCL and holding our pid; a dead holder's lock is taken over."""
 
     def __init__(self, project: Path):
+        self.project = project
         self.path = lock_path(project)
 
     def __enter__(self) -> "_FillLock":
@@ -244,11 +245,8 @@ class _FillLock:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                try:
-                    holder = int(self.path.read_text(encoding="utf-8").split()[0])
-                except (OSError, ValueError, IndexError):
-                    holder = 0
-                if holder and _pid_alive(holder):
+                holder = fill_running(self.project)
+                if holder:
                     raise FillBusy(f"the worktree pool is being filled already (pid {holder})") from None
                 try:  # its holder died: take the lock over
                     self.path.unlink()
