@@ -548,12 +548,11 @@ def _steps_from_events(run_dir: Path) -> Tuple[List[Step], Dict[str, float]]:
 
 def run_parallel(project: Path, rendered: RenderedRun, service: IssueService, env_step: bool,
                  options: Optional[Dict[str, Any]] = None, progress: ProgressFn = _noop,
-                 extra_env: Optional[Dict[str, str]] = None, started: Optional[float] = None) -> Measurement:
+                 started: Optional[float] = None) -> Measurement:
     """Start every task's setup.sh at the same moment and wait for all of them."""
     m = Measurement("parallel", len(rendered.scripts), service.mode, service.latency, env_step,
                     dict(options or {}))
     env = service.env()
-    env.update(extra_env or {})
     cpu0 = _children_cpu()
     logs = Path(tempfile.mkdtemp(prefix="parallel-demo-out-"))
     m.started = started if started is not None else time.time()
