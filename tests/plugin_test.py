@@ -47,19 +47,35 @@ def _plugin_root_placeholder(s: str, plugin_dir: Path) -> str:
     return s.replace(str(plugin_dir), "<PLUGIN_ROOT>")
 
 
+def expand_command(prompt: str, project: Path, plugin_dir: Path, tmp_path: Path, reply: str):
+    """Run a slash command through the real CLI against a model that answers ``reply`` once;
+    returns the CLI's result and the expanded command text the model received."""
+    with MessagesAPIServer(lambda req: [text(reply)]) as api:
+        proc = run_claude(prompt, cwd=project, plugin_dir=plugin_dir,
+                          api_url=api.url, home=tmp_path / "home", timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        assert reply in proc.stdout, proc.stdout + proc.stderr
+        assert not api.errors, api.errors
+        (req,) = api.message_requests()
+    return proc, first_user_text(req)
+
+
+def wait_for_full_pool(project: Path, size: int) -> None:
+    """Wait for a background fill to leave ``size`` free worktrees and stop."""
+    from parallel_setup import pool
+    deadline = time.time() + 60
+    while len(pool.free_slots(project)) < size or pool.fill_running(project):
+        assert time.time() < deadline, pool.log_path(project).read_text()
+        time.sleep(0.1)
+
+
 def test_real_cli_expands_parallel_plan(plugin_copy, tmp_path, snapshot):
     """/parallel:plan loads from a copy in a folder with another name; its ! lines run and
     their output (the schema, the example, the saved plans) reaches the model's request."""
     project = tmp_path / "project"
     project.mkdir()
-    with MessagesAPIServer(lambda req: [text("PLAN-SCRIPTED-REPLY")]) as api:
-        proc = run_claude("/parallel:plan add a cache layer", cwd=project, plugin_dir=plugin_copy,
-                          api_url=api.url, home=tmp_path / "home", timeout=180)
-        assert proc.returncode == 0, proc.stderr
-        assert "PLAN-SCRIPTED-REPLY" in proc.stdout, proc.stdout + proc.stderr
-        assert not api.errors, api.errors
-        (req,) = api.message_requests()
-    sent = first_user_text(req)
+    _, sent = expand_command("/parallel:plan add a cache layer", project, plugin_copy, tmp_path,
+                             "PLAN-SCRIPTED-REPLY")
     print(sent[:3000])
     assert "<command-name>/parallel:plan</command-name>" in sent
     assert "Goal: add a cache layer" in sent
@@ -80,19 +96,11 @@ def test_real_cli_parallel_plan_tops_up_the_worktree_pool_in_the_background(plug
     from parallel_setup import pool
     project = make_repo(tmp_path / "p")
     pool.save_settings(project, pool.Settings(2, "main"))
-    with MessagesAPIServer(lambda req: [text("PLAN-SCRIPTED-REPLY")]) as api:
-        proc = run_claude("/parallel:plan add a cache layer", cwd=project, plugin_dir=plugin_copy,
-                          api_url=api.url, home=tmp_path / "home", timeout=180)
-        assert proc.returncode == 0, proc.stderr
-        assert "PLAN-SCRIPTED-REPLY" in proc.stdout, proc.stdout + proc.stderr
-        (req,) = api.message_requests()
-    sent = first_user_text(req)
+    _, sent = expand_command("/parallel:plan add a cache layer", project, plugin_copy, tmp_path,
+                             "PLAN-SCRIPTED-REPLY")
     assert "nothing to do about it: Worktree pool: filling up to 2 worktrees at main in the background (pid " in sent
     assert "Shell command failed" not in sent
-    deadline = time.time() + 60
-    while len(pool.free_slots(project)) < 2 or pool.fill_running(project):
-        assert time.time() < deadline, pool.log_path(project).read_text()
-        time.sleep(0.1)
+    wait_for_full_pool(project, 2)
     base = git(project, "rev-parse", "origin/main").stdout.strip()
     assert {s.commit for s in pool.free_slots(project)} == {base}
 
@@ -119,25 +127,15 @@ def test_real_cli_parallel_pool_on_turns_the_pool_on(plugin_copy, tmp_path):
         assert not api.errors, api.errors
     assert "POOL-DONE: Worktree pool on: 2 worktrees at main" in proc.stdout, proc.stdout + proc.stderr
     assert pool.load_settings(project) == pool.Settings(2, "main")
-    deadline = time.time() + 60
-    while len(pool.free_slots(project)) < 2 or pool.fill_running(project):
-        assert time.time() < deadline, pool.log_path(project).read_text()
-        time.sleep(0.1)
+    wait_for_full_pool(project, 2)
 
 
 def test_real_cli_expands_parallel_status_without_runs(plugin_copy, tmp_path):
     """/parallel:status in a repository with no runs: its ! line succeeds (--no-runs-ok), so the
     command is not aborted with "Shell command failed" and the model gets the next step to tell."""
     project = make_repo(tmp_path / "p", origin=False)
-    with MessagesAPIServer(lambda req: [text("STATUS-SCRIPTED-REPLY")]) as api:
-        proc = run_claude("/parallel:status", cwd=project, plugin_dir=plugin_copy,
-                          api_url=api.url, home=tmp_path / "home", timeout=180)
-        assert proc.returncode == 0, proc.stderr
-        assert "Shell command failed" not in proc.stdout + proc.stderr
-        assert "STATUS-SCRIPTED-REPLY" in proc.stdout, proc.stdout + proc.stderr
-        assert not api.errors, api.errors
-        (req,) = api.message_requests()
-    sent = first_user_text(req)
+    proc, sent = expand_command("/parallel:status", project, plugin_copy, tmp_path, "STATUS-SCRIPTED-REPLY")
+    assert "Shell command failed" not in proc.stdout + proc.stderr
     print(sent[:3000])
     assert "<command-name>/parallel:status</command-name>" in sent
     runs = project.resolve() / ".parallel" / "runs"
