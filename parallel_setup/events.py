@@ -2,7 +2,9 @@
 
 Writers append each line with a single ``write()`` on an ``O_APPEND`` descriptor, so
 lines from concurrent writers (setup scripts, hooks, the CLI) never interleave. Readers
-skip lines that do not parse (a writer killed mid-line, a hand edit).
+skip lines that do not parse (a writer killed mid-line, a hand edit) and records whose
+fields have the wrong type (``"t": null``, ``"t": 1e999``, a string where a number
+belongs: see :func:`well_typed`), so no reader ever trips over one bad line.
 
 Every event has ``t`` (Unix time, float seconds), ``event``, ``run`` and ``task`` (or
 None); the other fields depend on the event (see docs/architecture.md).
@@ -15,10 +17,59 @@ each module it imports, and a hook runs on every tool call of a session.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
 EVENTS_FILENAME = "events.jsonl"
+
+_NUMBER = "number"  # a finite int or float, never a bool
+_NONE = type(None)
+#: The type every reader relies on, for the fields that have one; a record whose field has
+#: another type is dropped whole. ``None`` is allowed wherever the tuple lists ``_NONE``.
+FIELD_TYPES = {
+    "event": (str,), "run": (str, _NONE), "task": (str, _NONE),
+    "wave": (list,), "number": (int, _NONE), "agent_id": (str, _NONE), "tool_use_id": (str, _NONE),
+    "output_file": (str, _NONE), "step": (str, _NONE), "ok": (bool, _NONE), "status": (str, _NONE),
+    "state": (str, _NONE), "reason": (str, _NONE), "log": (str, _NONE), "via": (str, _NONE),
+    "issue": (int, str, _NONE), "issue_url": (str, _NONE), "branch": (str, _NONE),
+    "worktree": (str, _NONE), "failed_claims": (list, _NONE), "notes": (list, _NONE),
+    "facts": (dict, _NONE), "seconds": (_NUMBER, dict, _NONE), "attempt": (int, _NONE),
+    "rate_remaining": (int, _NONE), "lease": (_NUMBER, _NONE),
+}
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _typed(value, kinds) -> bool:
+    for kind in kinds:
+        if kind is _NUMBER:
+            if _finite(value):
+                return True
+        elif kind is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return True
+        elif isinstance(value, kind):
+            return True
+    return False
+
+
+def well_typed(record) -> bool:
+    """True when ``record`` is an event every reader can use: ``t`` a finite number, ``event``
+    a string, and each field of :data:`FIELD_TYPES` of its type (a ``seconds`` mapping holds
+    finite numbers, a ``wave`` holds task ids)."""
+    if not isinstance(record, dict) or not _finite(record.get("t")) or not isinstance(record.get("event"), str):
+        return False
+    for key, kinds in FIELD_TYPES.items():
+        if key in record and not _typed(record[key], kinds):
+            return False
+    seconds = record.get("seconds")
+    if isinstance(seconds, dict) and not all(v is None or _finite(v) for v in seconds.values()):
+        return False
+    wave = record.get("wave")
+    return not isinstance(wave, list) or all(isinstance(x, str) for x in wave)
 
 
 def _file(run_dir) -> str:
@@ -67,7 +118,7 @@ def append_event(run_dir: str | os.PathLike[str], event: str, *, task: str | Non
 
 
 def iter_events(run_dir: str | os.PathLike[str]):
-    """Events (dicts) in file order; lines that are not a JSON object are skipped."""
+    """Events (dicts) in file order; lines that are not a well-typed JSON object are skipped."""
     try:
         f = open(_file(run_dir), "rb")
     except OSError:
@@ -78,7 +129,7 @@ def iter_events(run_dir: str | os.PathLike[str]):
                 record = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
                 continue
-            if isinstance(record, dict) and "event" in record:
+            if well_typed(record):
                 yield record
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from . import __version__, events
+from . import __version__, events, task_state
 from .errors import FatalError
 from .gitutil import ensure_excluded, git, git_common_dir
 from .issue_mode import ModeDecision, decide_mode
@@ -44,9 +44,10 @@ ISSUE_UPDATES = ("comment", "none")
 LABEL_COLOR = "5319e7"
 LABEL_DESCRIPTION = "Created by parallel (Claude Code plugin)"
 
-#: A task's state, as ``task_states`` reports it.
-STATES = ("pending", "running", "setup_failed", "done", "failed", "unverified")
+#: A task's state, as ``task_states`` reports it (see ``task_state``).
+STATES = task_state.STATES
 FINISHED = ("done", "unverified")
+TaskState = task_state.TaskState
 
 
 # --------------------------------------------------------------------------
@@ -502,49 +503,10 @@ def run_setup(run: Run, task_id: str, env: Optional[Mapping[str, str]] = None,
 # What each task is doing, and what to launch next
 
 
-@dataclass
-class TaskState:
-    id: str
-    state: str = "pending"  # see STATES
-    launched: int = 0  # how many times execute launched it
-    issue: Optional[int] = None
-    issue_url: Optional[str] = None
-    branch: Optional[str] = None
-    worktree: Optional[str] = None
-    reason: Optional[str] = None
-
-
-def task_states(run: Run) -> Dict[str, TaskState]:
-    """Each task's state from the event log (and the files setup and the hooks leave)."""
-    states = {tid: TaskState(tid) for tid in run.tasks}
-    for e in events.iter_events(run.dir):
-        kind, tid = e.get("event"), e.get("task")
-        if kind == "launch":
-            for t in e.get("wave") or []:
-                if t in states:
-                    st = states[t]
-                    st.launched += 1
-                    st.state, st.reason = "running", None
-            continue
-        st = states.get(tid) if isinstance(tid, str) else None
-        if st is None:
-            continue
-        if kind in ("spawn", "agent_start", "setup_start") and st.state not in ("running",):
-            st.state, st.reason = "running", None
-        elif kind == "setup_end":
-            if isinstance(e.get("issue"), int):
-                st.issue = e["issue"]
-            st.issue_url = e.get("issue_url") or st.issue_url
-            st.branch = e.get("branch") or st.branch
-            st.worktree = e.get("worktree") or st.worktree
-            if e.get("status") != "ok":
-                st.state, st.reason = "setup_failed", f"setup failed at {e.get('step')}: {e.get('reason')}"
-        elif kind == "task_end":
-            state = e.get("state")
-            if state in ("done", "failed", "unverified"):
-                st.state = state
-                st.reason = e.get("reason") or (", ".join(map(str, e.get("failed_claims") or [])) or None)
-    return states
+def task_states(run: Run, now: Optional[float] = None) -> Dict[str, TaskState]:
+    """Each task's state from the event log: the one derivation (``task_state.derive``)
+    status, the hooks and the HTML page use too."""
+    return task_state.derive(run.dir, run.tasks, now=now)
 
 
 def plan_launch(run: Run, states: Optional[Dict[str, TaskState]] = None, *,
@@ -552,7 +514,8 @@ def plan_launch(run: Run, states: Optional[Dict[str, TaskState]] = None, *,
                 retry_failed: bool = False) -> Tuple[List[str], List[Tuple[str, str]]]:
     """Which tasks to launch now, and which wait (with why).
 
-    Ready: not launched yet (or failed, with ``retry_failed``) and every dependency
+    Ready: not launched yet, or lost (its agent is gone: relaunched, reusing its issue,
+    worktree and commits), or failed, setup_failed or unverified with ``retry_failed``; and every dependency
     done, that is verified: a dependency that ended unverified or failed holds its
     dependents back (``/parallel:status`` shows them as blocked) until it is fixed, or
     until ``only`` launches them anyway. Running tasks count against ``max_concurrency``. ``only`` launches exactly
@@ -573,10 +536,10 @@ def plan_launch(run: Run, states: Optional[Dict[str, TaskState]] = None, *,
             if tid in only:
                 launch.append(tid)
             continue
-        if st.state in FINISHED or st.state == "running":
+        if st.state in ("done", "running"):
             continue
-        if st.state in ("failed", "setup_failed") and not retry_failed:
-            continue
+        if st.state in task_state.RETRYABLE and not retry_failed:
+            continue  # a lost task is relaunched without being asked: its agent is gone
         deps = run.plan.task(tid).depends_on
         unmet = [d for d in deps if states[d].state != "done"]
         if unmet:
@@ -587,7 +550,7 @@ def plan_launch(run: Run, states: Optional[Dict[str, TaskState]] = None, *,
         else:
             launch.append(tid)
     shown = {"pending": "not started", "setup_failed": "setup failed"}
-    stuck = ("unverified", "failed", "setup_failed")
+    stuck = task_state.RETRYABLE
 
     def why(unmet: Any) -> str:
         if isinstance(unmet, str):

@@ -4,13 +4,19 @@ Used by ``parallel-setup status`` and by the hooks' run summary. Metric definiti
 follow DESIGN.md:
 
 * run setup time: planning ended (``run.json`` ``created_at``) to the last task's setup end;
-* parallel efficiency: sum of task setup times / (N x run setup time);
-* error rate: failed tasks / tasks, and failed attempts / attempts (each ``step_end`` and
-  each ``retry`` is an attempt; a ``retry`` or a ``step_end`` with ``ok: false`` failed);
+  with dependency waves, the sum of each wave's setup time, from that wave's ``launch`` to
+  its last task's setup end (the waiting between waves is not setup);
+* parallel efficiency: sum of task setup times / sum over waves of (tasks set up in the wave
+  x the wave's setup time); one wave: sum / (N x run setup time);
+* error rate: failed tasks (``failed`` and ``setup_failed``) / tasks, and failed attempts /
+  attempts (each ``step_end`` and each ``retry`` is an attempt; a ``retry`` or a
+  ``step_end`` with ``ok: false`` failed);
 * API usage: ``gh_call`` events (retries included) and the last known rate limit left;
 * sequential estimate: the traditional flow for the same N with the measured step times:
-  the spawn phase (planning ended to the last spawn) + every task's issue, worktree and env
-  seconds one after another.
+  the spawn phase (each wave's launch to its last spawn) + every task's issue, worktree and
+  env seconds one after another.
+
+Task states are not derived here: :mod:`task_state` derives them, for every reader.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ import json
 import os
 import time
 
-from . import events
+from . import events, task_state
 
 STEPS = ("issue", "worktree", "env")
-ENDED = ("done", "failed", "unverified")
-STATES = ("done", "failed", "unverified", "running", "waiting")
+ENDED = task_state.ENDED
+STATES = task_state.STATES
+#: A dependency in one of these states holds its dependents back until it is fixed.
+STUCK = task_state.RETRYABLE + ("lost",)
 
 # The Stop and UserPromptSubmit hooks import this module: it uses plain classes instead of
 # ``dataclasses`` and ``os.path`` instead of ``pathlib`` (each import costs every hook call).
@@ -77,8 +85,8 @@ class TaskStatus(_Record):
         ("id", _REQUIRED),
         ("title", ""),
         ("depends_on", []),
-        ("state", "waiting"),         # waiting | running | done | failed | unverified
-        ("phase", ""),                # next-wave | queued | starting | setup | setup-failed | working | ended
+        ("state", "pending"),         # a task_state.STATES value (the one derivation)
+        ("phase", ""),                # next-wave | queued | starting | setup | working | verifying | ended
         ("issue", None),
         ("issue_url", None),
         ("branch", None),
@@ -118,8 +126,8 @@ class RunStatus(_Record):
         ("tasks", []),
         ("counts", {}),
         ("metrics", {}),
-        ("next_wave", []),            # waiting tasks whose dependencies are done
-        ("blocked", []),              # waiting tasks with a failed dependency
+        ("next_wave", []),            # pending tasks whose dependencies are done
+        ("blocked", []),              # pending tasks with a dependency that needs fixing
     )
     __slots__ = tuple(name for name, _ in _FIELDS)
 
@@ -168,13 +176,32 @@ def _plan_tasks(run_info: dict) -> list[dict]:
     return [t for t in tasks if isinstance(t, dict) and isinstance(t.get("id"), str)]
 
 
+class RunDamaged(ValueError):
+    """run.json exists but cannot be used (not JSON, not a run)."""
+
+
+def read_run_info(run_dir: str) -> dict:
+    """run.json as a dict. FileNotFoundError when missing; RunDamaged when it is not a run."""
+    path = os.path.join(run_dir, "run.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RunDamaged(f"{path} is damaged ({e}); restore it, or start a new run with /parallel:execute") from None
+    if not isinstance(info, dict) or not isinstance(info.get("tasks", []), list):
+        raise RunDamaged(f"{path} is not a run (expected a JSON object with a list of tasks); "
+                         "restore it, or start a new run with /parallel:execute")
+    return info
+
+
 def load_run(project, run_id: str, now: float | None = None) -> RunStatus:
-    """The run's state. Raises FileNotFoundError when ``run.json`` is missing."""
+    """The run's state. Raises FileNotFoundError when ``run.json`` is missing, RunDamaged when
+    it cannot be read. Task states come from :func:`task_state.derive` (the one derivation)."""
     project = os.fspath(project)
     run_dir = os.path.join(_runs_dir(project), run_id)
-    with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as f:
-        info = json.load(f)
-    created = float(info.get("created_at") or 0)
+    info = read_run_info(run_dir)
+    created = info.get("created_at")
+    created = float(created) if events._finite(created) else 0.0
     now = _now() if now is None else now
     plan_tasks = {t["id"]: t for t in _plan_tasks(info)}
     order = [t for t in info.get("tasks") or list(plan_tasks) if isinstance(t, str)]
@@ -183,22 +210,21 @@ def load_run(project, run_id: str, now: float | None = None) -> RunStatus:
                    issue_mode=info.get("issue_mode"), repository=info.get("repository"),
                    base_ref=info.get("base_ref"))
     tasks = {tid: TaskStatus(id=tid, title=str(plan_tasks.get(tid, {}).get("title") or ""),
-                             depends_on=list(plan_tasks.get(tid, {}).get("depends_on") or []))
+                             depends_on=[d for d in plan_tasks.get(tid, {}).get("depends_on") or []
+                                         if isinstance(d, str)])
              for tid in order}
-    launched: set[str] = set()
-    saw_launch = False
     agg = {"attempts": 0, "failed_attempts": 0, "gh_calls": 0, "gh_retries": 0, "rate_remaining": None,
-           "spawn_last": None, "first_spawn": None}
+           "launches": [], "spawns": {}}
+    records = task_state.attributed_events(run_dir)
 
     def rel(t):
-        return float(t) - created if isinstance(t, (int, float)) else None
+        return float(t) - created
 
-    for ev in events.iter_events(run_dir):
+    for ev in records:
         kind, tid = ev.get("event"), ev.get("task")
-        t = rel(ev.get("t"))
+        t = rel(ev["t"])
         if kind == "launch":
-            saw_launch = True
-            launched.update(x for x in ev.get("wave") or [] if isinstance(x, str))
+            agg["launches"].append((t, [x for x in ev.get("wave") or [] if x in tasks]))
             continue
         if kind == "gh_call":
             agg["gh_calls"] += 1
@@ -217,12 +243,10 @@ def load_run(project, run_id: str, now: float | None = None) -> RunStatus:
         if task is None:
             continue
         if kind == "spawn":
-            launched.add(tid)
             if task.spawned is None:
                 task.spawned = t
-            agg["spawn_last"] = t if agg["spawn_last"] is None else max(agg["spawn_last"], t)
+            agg["spawns"].setdefault(tid, []).append(t)
         elif kind in ("agent_launched", "agent_start"):
-            launched.add(tid)
             task.agent_id = ev.get("agent_id") or task.agent_id
             if task.spawned is None:
                 task.spawned = t
@@ -247,43 +271,38 @@ def load_run(project, run_id: str, now: float | None = None) -> RunStatus:
         elif kind == "setup_end":
             task.setup_end = t
             task.setup_status = ev.get("status")
-            task.issue = ev.get("issue") if isinstance(ev.get("issue"), int) else task.issue
-            task.issue_url = ev.get("issue_url") or task.issue_url
-            task.branch = ev.get("branch") or task.branch
             secs = ev.get("seconds") if isinstance(ev.get("seconds"), dict) else {}
             for name in STEPS:
                 if isinstance(secs.get(name), (int, float)) and "seconds" not in task.steps.get(name, {}):
                     task.steps.setdefault(name, {})["seconds"] = float(secs[name])
             if task.setup_start is None and isinstance(secs.get("total"), (int, float)):
                 task.setup_start = t - float(secs["total"])
-            if ev.get("status") == "failed":
-                task.reason = ev.get("reason") or task.reason
         elif kind == "task_end":
             task.ended = t
-            task.state = ev.get("state") if ev.get("state") in ENDED else "unverified"
-            task.failed_claims = list(ev.get("failed_claims") or [])
-            task.notes = list(ev.get("notes") or [])
-            task.reason = ev.get("reason") or task.reason
+            task.notes = [str(n) for n in ev.get("notes") or []]
             task.log = ev.get("log") or task.log
             facts = ev.get("facts") if isinstance(ev.get("facts"), dict) else {}
-            task.branch = facts.get("branch") or task.branch
-            task.issue = facts.get("issue") if isinstance(facts.get("issue"), int) else task.issue
             task.commits = facts.get("commits") if isinstance(facts.get("commits"), int) else None
             task.tests_exit = facts.get("tests_exit") if isinstance(facts.get("tests_exit"), int) else None
-            task.tests_command = facts.get("tests_command")
+            task.tests_command = facts.get("tests_command") if isinstance(facts.get("tests_command"), str) else None
 
-    if not saw_launch:  # no launch events: the first wave is every task without dependencies
-        launched.update(tid for tid, task in tasks.items() if not task.depends_on)
+    derived = task_state.derive(run_dir, order, now=now, records=records)
     for tid, task in tasks.items():
-        _finish_task(task, tid in launched, now - created, run_dir, project)
+        d = derived[tid]
+        task.state, task.reason, task.failed_claims = d.state, d.reason, list(d.failed_claims)
+        task.issue, task.issue_url, task.branch = d.issue, d.issue_url, d.branch
+        task.agent_id = d.agent_id or task.agent_id
+        if d.state == "lost" and d.last_seen is not None:
+            task.ended = rel(d.last_seen)
+        _finish_task(task, d, now - created, run_dir, project)
     st.tasks = list(tasks.values())
-    st.counts = {s: sum(1 for t in st.tasks if t.state == s) for s in STATES}
+    st.counts = task_state.counts(derived)
     by_id = {t.id: t for t in st.tasks}
     for task in st.tasks:
-        if task.state != "waiting" or task.phase != "next-wave":
+        if task.state != "pending" or task.phase != "next-wave":
             continue
         deps = [by_id.get(d) for d in task.depends_on]
-        if any(d is not None and d.state in ("failed", "unverified") for d in deps):
+        if any(d is not None and d.state in STUCK for d in deps):
             st.blocked.append(task.id)
         elif all(d is None or d.state == "done" for d in deps):
             st.next_wave.append(task.id)
@@ -291,45 +310,91 @@ def load_run(project, run_id: str, now: float | None = None) -> RunStatus:
     return st
 
 
-def _finish_task(task: TaskStatus, launched: bool, elapsed: float, run_dir: str, project: str) -> None:
+def _finish_task(task: TaskStatus, derived, elapsed: float, run_dir: str, project: str) -> None:
     if task.setup_start is not None and task.setup_end is not None:
         task.setup_seconds = max(0.0, task.setup_end - task.setup_start)
     if task.state in ENDED:
         task.phase = "ended"
+        if task.ended is None and task.state == "setup_failed":
+            task.ended = task.setup_end
         end = task.ended
-    elif task.spawned is not None or task.setup_start is not None:
-        task.state = "running"
-        task.phase = ("working" if task.setup_end is not None and task.setup_status != "failed"
-                      else "setup-failed" if task.setup_status == "failed"
-                      else "setup" if task.setup_start is not None else "starting")
+    elif task.state == "running":
+        task.phase = ("verifying" if derived.ending is not None
+                      else "working" if task.setup_end is not None
+                      else "setup" if task.setup_start is not None
+                      else "starting" if task.spawned is not None else "queued")
         end = elapsed
     else:
-        task.state = "waiting"
-        task.phase = "queued" if launched else "next-wave"
+        task.phase = "next-wave"
         end = None
     if end is not None and task.setup_end is not None:
         task.work_seconds = max(0.0, end - task.setup_end)
     start = task.spawned if task.spawned is not None else task.setup_start
     if end is not None and start is not None:
         task.total_seconds = max(0.0, end - start)
-    if task.log is None and task.state in ("failed", "unverified", "running"):
+    if task.log is None and task.state not in ("done", "pending"):
         task.log = os.path.relpath(os.path.join(run_dir, "tasks", task.id, "setup.log"), project)
+
+
+def _waves(st: RunStatus, agg: dict) -> list[dict]:
+    """Each launch wave's setup: from its launch (the first: planning ended) to its last task
+    set up. Without launch events (a hand-made run) every task is one wave."""
+    launches = agg["launches"] or [(0.0, [t.id for t in st.tasks])]
+    waves = [{"number": i + 1, "launched": 0.0 if i == 0 else t, "tasks": [], "set_up": [], "spawn_last": None}
+             for i, (t, _) in enumerate(launches)]
+    for task in st.tasks:
+        if task.setup_end is None:
+            continue
+        begin = task.setup_start if task.setup_start is not None else task.setup_end
+        index = 0
+        for i, (t, members) in enumerate(launches):  # the latest launch of this task before its setup
+            if t <= begin + 1e-6 and (task.id in members or not members):
+                index = i
+        waves[index]["set_up"].append(task)
+    for i, (t, members) in enumerate(launches):
+        waves[i]["tasks"] = list(members)
+        for tid in members:
+            spawns = [s for s in agg["spawns"].get(tid, []) if s >= waves[i]["launched"] - 1e-6]
+            if spawns:
+                last = min(spawns)
+                waves[i]["spawn_last"] = last if waves[i]["spawn_last"] is None else max(waves[i]["spawn_last"], last)
+    out = []
+    for w in waves:
+        ends = [task.setup_end for task in w["set_up"]]
+        setup = max(0.0, max(ends) - w["launched"]) if ends else None
+        spawn = None if w["spawn_last"] is None else max(0.0, w["spawn_last"] - w["launched"])
+        out.append({"number": w["number"], "launched": w["launched"], "tasks": len(w["tasks"]),
+                    "tasks_set_up": len(ends), "setup_seconds": setup,
+                    "sum_task_setup_seconds": sum(task.setup_seconds or 0.0 for task in w["set_up"]),
+                    "spawn_phase_seconds": spawn})
+    return out
+
+
+#: How each state is named in a sentence.
+STATE_WORDS = {"setup_failed": "setup failed"}
+
+
+def counts_text(counts: dict) -> str:
+    """``1 done, 0 failed, 1 setup failed, ...``: the five common states always, the rare ones when present."""
+    shown = [s for s in STATES if counts.get(s) or s in ("done", "failed", "unverified", "running", "pending")]
+    order = ("done", "failed", "setup_failed", "unverified", "lost", "running", "pending")
+    return ", ".join(f"{counts.get(s, 0)} {STATE_WORDS.get(s, s)}" for s in order if s in shown)
 
 
 def _metrics(st: RunStatus, agg: dict) -> dict:
     set_up = [t for t in st.tasks if t.setup_seconds is not None]
-    started = [t for t in st.tasks if t.state != "waiting" or t.phase == "queued"]
-    pending_setup = [t.id for t in started if t.setup_end is None and t.state == "running"]
+    pending_setup = [t.id for t in st.tasks if t.state == "running" and t.setup_end is None]
     m: dict = {"tasks": len(st.tasks), "tasks_set_up": len(set_up), "setup_pending": pending_setup}
-    last_end = max((t.setup_end for t in set_up), default=None)
-    run_setup = last_end if last_end is not None else None
+    waves = [w for w in _waves(st, agg) if w["setup_seconds"] is not None]
+    m["waves"] = waves
+    run_setup = sum(w["setup_seconds"] for w in waves) if waves else None
     m["run_setup_seconds"] = run_setup
     m["run_setup_complete"] = bool(set_up) and not pending_setup
     total_task_setup = sum(t.setup_seconds for t in set_up)
     m["sum_task_setup_seconds"] = total_task_setup if set_up else None
-    m["parallel_efficiency"] = (total_task_setup / (len(set_up) * run_setup)
-                                if set_up and run_setup and run_setup > 0 else None)
-    failed = st.counts.get("failed", 0)
+    capacity = sum(w["tasks_set_up"] * w["setup_seconds"] for w in waves)
+    m["parallel_efficiency"] = total_task_setup / capacity if set_up and capacity > 0 else None
+    failed = st.counts.get("failed", 0) + st.counts.get("setup_failed", 0)
     m["failed_tasks"] = failed
     m["task_error_rate"] = failed / len(st.tasks) if st.tasks else None
     m["attempts"] = agg["attempts"]
@@ -340,7 +405,8 @@ def _metrics(st: RunStatus, agg: dict) -> dict:
     m["rate_limit_remaining"] = agg["rate_remaining"]
     step_totals = {name: sum(t.steps.get(name, {}).get("seconds") or 0.0 for t in st.tasks) for name in STEPS}
     m["step_seconds"] = step_totals
-    spawn_phase = agg["spawn_last"]
+    spawns = [w["spawn_phase_seconds"] for w in waves if w["spawn_phase_seconds"] is not None]
+    spawn_phase = sum(spawns) if spawns else None
     m["spawn_phase_seconds"] = spawn_phase
     if set_up:
         m["sequential_estimate_seconds"] = (spawn_phase or 0.0) + sum(step_totals.values())

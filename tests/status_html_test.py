@@ -43,12 +43,12 @@ def test_chromium_renders_one_bar_per_task_to_scale(tmp_path, page):
     bars = re.findall(r'<g class="bar" data-task="([^"]+)" data-state="(\w+)" data-start="([\d.]+)" '
                       r'data-end="([\d.]+)">(.*?)</g>', dom, re.S)
     assert [b[0] for b in bars] == [t.id for t in st.tasks]
-    assert [b[1] for b in bars] == ["done", "failed", "unverified", "running", "waiting"]
+    assert [b[1] for b in bars] == ["done", "setup_failed", "unverified", "running", "pending"]
     scale = float(re.search(r'data-scale="([\d.]+)"', dom).group(1))
     assert scale == pytest.approx(720 / 50.0)
     for task, (_, _, start, end, inner) in zip(st.tasks, bars):
         rects = re.findall(r'<rect class="seg seg-(\w+)" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', inner)
-        if task.state == "waiting":
+        if task.state == "pending":
             assert rects == []
             continue
         kinds = [r[0] for r in rects]
@@ -59,7 +59,7 @@ def test_chromium_renders_one_bar_per_task_to_scale(tmp_path, page):
         for name in ("issue", "worktree", "env"):
             if task.steps.get(name, {}).get("seconds") is not None:
                 assert steps[name] == pytest.approx(task.steps[name]["seconds"] * scale, abs=0.6)
-    assert len(re.findall(r'<g class="legend">', dom)) == 9
+    assert len(re.findall(r'<g class="legend">', dom)) == 11
     assert "seconds since planning ended" in dom
 
 

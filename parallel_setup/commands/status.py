@@ -14,10 +14,10 @@ from ..paths import find_project_root, plans_dir
 
 HELP = "show a run's tasks, metrics and timeline (the latest run by default)"
 STEP_CHARS = {"issue": "i", "worktree": "w", "env": "e"}
-END_CHARS = {"done": "D", "failed": "F", "unverified": "U", "running": ">"}
+END_CHARS = {"done": "D", "failed": "F", "setup_failed": "S", "unverified": "U", "lost": "L", "running": ">"}
 COLORS = {"wait": "#c7d2fe", "issue": "#3b82f6", "worktree": "#f59e0b", "env": "#10b981",
-          "work": "#d1d5db", "done": "#15803d", "failed": "#dc2626", "unverified": "#9333ea",
-          "running": "#6b7280"}
+          "work": "#d1d5db", "done": "#15803d", "failed": "#dc2626", "setup_failed": "#b91c1c",
+          "unverified": "#9333ea", "lost": "#a16207", "running": "#6b7280"}
 
 
 def add_parser(sub):
@@ -115,8 +115,7 @@ def render_text(st: status.RunStatus, width: int = 100) -> str:
     if st.repository:
         mode += f" {st.repository}"
     out = [f"Run {st.id}" + (f"  plan {st.plan_name}" if st.plan_name else "") + f"  issues: {mode}",
-           f"{len(st.tasks)} tasks: {c['done']} done, {c['failed']} failed, {c['unverified']} unverified, "
-           f"{c['running']} running, {c['waiting']} waiting", ""]
+           f"{len(st.tasks)} tasks: {status.counts_text(c)}", ""]
     # table
     with_steps = width >= 80  # narrow terminals get setup, work and total only
     nums = (["ISSUE", "WTREE", "ENV"] if with_steps else []) + ["SETUP", "WORK", "TOTAL"]
@@ -137,12 +136,18 @@ def render_text(st: status.RunStatus, width: int = 100) -> str:
     out += ["", "Metrics"]
     run_setup = m["run_setup_seconds"]
     pending = m["setup_pending"]
-    out.append((f"  run setup time       {_s(run_setup)} s (planning ended -> last task set up)"
+    waves = m.get("waves") or []
+    how = ("planning ended -> last task set up" if len(waves) < 2 else
+           f"{len(waves)} waves: " + " + ".join(f"{_s(w['setup_seconds'])}" for w in waves)
+           + " s, each from its launch to its last task set up")
+    out.append((f"  run setup time       {_s(run_setup)} s ({how})"
                 if run_setup is not None else "  run setup time       n/a (no task has finished setup)")
                + (f"; still setting up: {', '.join(pending)}" if pending else ""))
     if m["parallel_efficiency"] is not None:
+        capacity = (f"{m['tasks_set_up']} x {_s(run_setup)} s" if len(waves) < 2 else
+                    " + ".join(f"{w['tasks_set_up']} x {_s(w['setup_seconds'])} s" for w in waves))
         out.append(f"  parallel efficiency  {_pct(m['parallel_efficiency'])} (task setup {_s(m['sum_task_setup_seconds'])} s"
-                   f" / ({m['tasks_set_up']} x {_s(run_setup)} s); target > 80 %)")
+                   f" / ({capacity}); target > 80 %)")
     else:
         out.append("  parallel efficiency  n/a (no task has finished setup)")
     out.append(f"  error rate           tasks {m['failed_tasks']}/{m['tasks']} ({_pct(m['task_error_rate'])}), "
@@ -159,12 +164,15 @@ def render_text(st: status.RunStatus, width: int = 100) -> str:
     else:
         out.append("  sequential estimate  n/a (no measured setup yet)")
     out += [""] + render_timeline(st, width)
-    problems = [t for t in st.tasks if t.state in ("failed", "unverified")]
+    problems = [t for t in st.tasks if t.state in status.STUCK]
     if problems:
-        out += ["", "Problems"]
+        out += ["", "Problems (what to run: README, \"Recovering a task\")"]
         for t in problems:
-            why = t.reason if t.state == "failed" else "; ".join(t.failed_claims) or "not verified"
-            out.append(f"  {t.id} {t.state}: {why}" + (f" (log {t.log})" if t.log and t.state == "failed" else ""))
+            why = ("; ".join(t.failed_claims) or t.reason or "not verified") if t.state == "unverified" \
+                else t.reason or "no reason recorded"
+            head = t.id if why.startswith("setup failed") else f"{t.id} {status.STATE_WORDS.get(t.state, t.state)}:"
+            out.append(f"  {head} {why}"
+                       + (f" (log {t.log})" if t.log and t.state in ("failed", "setup_failed") else ""))
     if st.next_wave:
         out += ["", f"Next wave ready: {', '.join(st.next_wave)} (parallel-setup execute --run {st.id})"]
     return "\n".join(out) + "\n"
@@ -218,7 +226,7 @@ def render_timeline(st: status.RunStatus, width: int) -> list[str]:
         lines.append(f"{_cut(t.id, name_w):<{name_w}} |{''.join(row).rstrip()}")
     lines.append(f"{'':<{name_w}}  " + _axis(span, cols))
     lines.append("legend: . spawned  i issue  w worktree  e env  = working  "
-                 "D done  F failed  U unverified  > running")
+                 "D done  F failed  S setup failed  U unverified  L lost  > running")
     return lines
 
 
@@ -278,7 +286,8 @@ def render_html(st: status.RunStatus) -> str:
     x = left
     for kind, label in (("wait", "spawned, before setup"), ("issue", "issue"), ("worktree", "worktree"),
                         ("env", "env"), ("work", "working"), ("done", "done"), ("failed", "failed"),
-                        ("unverified", "unverified"), ("running", "running")):
+                        ("setup_failed", "setup failed"), ("unverified", "unverified"), ("lost", "lost"),
+                        ("running", "running")):
         svg.append(f'<g class="legend"><rect x="{x}" y="{ly}" width="12" height="12" fill="{COLORS[kind]}"/>'
                    f'<text x="{x + 16}" y="{ly + 10}">{label}</text></g>')
         x += 30 + 7 * len(label)
@@ -308,11 +317,11 @@ body {{ font-family: sans-serif; margin: 24px; color: #111; }}
 table {{ border-collapse: collapse; margin: 12px 0; }}
 th, td {{ padding: 3px 10px; border-bottom: 1px solid #eee; text-align: left; }}
 .state-done {{ color: {COLORS['done']}; }} .state-failed {{ color: {COLORS['failed']}; }}
-.state-unverified {{ color: {COLORS['unverified']}; }}
+.state-unverified {{ color: {COLORS['unverified']}; }} .state-setup_failed {{ color: {COLORS['setup_failed']}; }}
+.state-lost {{ color: {COLORS['lost']}; }}
 </style></head><body>
 <h1>Run {html.escape(st.id)}</h1>
-<p>{len(st.tasks)} tasks: {c['done']} done, {c['failed']} failed, {c['unverified']} unverified,
-{c['running']} running, {c['waiting']} waiting.</p>
+<p>{len(st.tasks)} tasks: {html.escape(status.counts_text(c))}.</p>
 <h2>Timeline</h2>
 {''.join(svg)}
 <h2>Metrics</h2>

@@ -33,7 +33,7 @@ def describe(task: status.TaskStatus) -> str:
                           if task.steps.get(name, {}).get("seconds") is not None)
         facts.append(f"setup {_secs(task.setup_seconds)}" + (f" ({steps})" if steps else ""))
     line = head + (" - " + ", ".join(facts) if facts else "")
-    if task.state == "failed":
+    if task.state in ("failed", "setup_failed", "lost"):
         line += f". Reason: {task.reason or 'not given'}. Log: {task.log}"
     elif task.state == "unverified":
         line += ". Not verified: " + "; ".join(task.failed_claims or ["no reason recorded"])
@@ -43,8 +43,7 @@ def describe(task: status.TaskStatus) -> str:
 def run_summary(project, run_id: str, just_ended: list[str]) -> str:
     st = status.load_run(project, run_id)
     c = st.counts
-    lines = [f"[parallel] run {run_id}: {c['done']} done, {c['failed']} failed, {c['unverified']} unverified, "
-             f"{c['running']} running, {c['waiting']} waiting (of {len(st.tasks)})."]
+    lines = [f"[parallel] run {run_id}: {status.counts_text(c)} (of {len(st.tasks)})."]
     for task_id in just_ended:
         task = st.task(task_id)
         if task is not None:
@@ -59,8 +58,8 @@ def run_summary(project, run_id: str, just_ended: list[str]) -> str:
                      "and spawn the Agent calls it prints, all in one message.")
     elif st.blocked:
         lines.append(f"Waiting on failed or unverified dependencies: {', '.join(st.blocked)}.")
-    if c["waiting"] == 0 or not st.next_wave:
-        problems = [t.id for t in st.tasks if t.state in ("failed", "unverified")]
+    if c["pending"] == 0 or not st.next_wave:
+        problems = [t.id for t in st.tasks if t.state in status.STUCK]
         step = (f"All launched tasks have ended. Next: review the done branches and merge them; "
                 f"look into {', '.join(problems)} (reason and log above, or `/parallel:status`); "
                 if problems else

@@ -33,7 +33,8 @@ def test_status_text_narrow(run_project, capsys, snapshot):
 def test_status_json(run_project, capsys, snapshot):
     out = status_out(capsys, run_project, "--json").replace(str(run_project), "<project>")
     data = json.loads(out)
-    assert data["counts"] == {"done": 1, "failed": 1, "unverified": 1, "running": 1, "waiting": 1}
+    assert data["counts"] == {"done": 1, "failed": 0, "setup_failed": 1, "unverified": 1, "lost": 0,
+                              "running": 1, "pending": 1}
     assert data["next_wave"] == ["password-reset"]
     assert out == snapshot
 
