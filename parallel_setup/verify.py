@@ -11,7 +11,8 @@ A task is ``done`` only when every claim checks out:
 
 Otherwise it is ``unverified`` with the failed claims listed. A report with
 ``status: failed`` makes it ``failed`` with the reason and the setup log's path.
-Standard library only (the hooks call this); every external command has a timeout. It
+Standard library only (the hooks call this); every external command has a timeout, and a
+hook gives the whole verification a budget (:data:`HOOK_BUDGET`) well inside its own. It
 imports no ``pathlib``, ``dataclasses`` or ``shutil``: the SubagentStop hook imports this
 module, and each of those costs that hook milliseconds.
 """
@@ -21,12 +22,47 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 
 from . import events
 
 GIT_TIMEOUT = 10
 REMOTE_TIMEOUT = 15
 GH_TIMEOUT = 8
+#: The most a SubagentStop hook (killed after 30 s) spends verifying, every command included.
+HOOK_BUDGET = 18.0
+#: Below this much budget left, a check is not started (and says so).
+_MIN_CHECK = 0.5
+
+
+class Budget:
+    """Seconds left for verification; each command's timeout is cut to what is left."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self, seconds: float | None):
+        self.deadline = None if seconds is None else time.monotonic() + max(0.0, seconds)
+
+    def cap(self, timeout: float) -> float:
+        if self.deadline is None:
+            return timeout
+        return min(timeout, self.deadline - time.monotonic())
+
+    def spent(self) -> bool:
+        return self.cap(_MIN_CHECK + 1) < _MIN_CHECK
+
+
+_UNLIMITED = Budget(None)
+
+
+def hook_budget() -> float:
+    """``HOOK_BUDGET``, or ``PARALLEL_VERIFY_BUDGET`` seconds (never more than HOOK_BUDGET)."""
+    raw = os.environ.get("PARALLEL_VERIFY_BUDGET", "")
+    try:
+        value = float(raw)
+    except ValueError:
+        return HOOK_BUDGET
+    return min(value, HOOK_BUDGET) if value > 0 else HOOK_BUDGET
 
 
 class Verdict:
@@ -53,7 +89,10 @@ class Verdict:
         return "Verdict(" + ", ".join(f"{n}={v!r}" for n, v in zip(self.__slots__, self._fields())) + ")"
 
 
-def _git(project, *args: str, timeout: float = GIT_TIMEOUT) -> subprocess.CompletedProcess | None:
+def _git(project, *args: str, timeout: float = GIT_TIMEOUT, budget: Budget = _UNLIMITED) -> subprocess.CompletedProcess | None:
+    timeout = budget.cap(timeout)
+    if timeout < _MIN_CHECK:
+        return None
     try:
         return subprocess.run(["git", *args], cwd=project, capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
@@ -78,8 +117,12 @@ def setup_end_of(run_dir, task: str) -> dict | None:
 
 
 def verify_task(project, run_info: dict, task: str, report: dict | None, *,
-                missing_report: str | None = None, run_dir=None) -> Verdict:
-    """``project`` and ``run_dir`` (default: the run's folder in ``project``): str or path-like."""
+                missing_report: str | None = None, run_dir=None, budget: float | None = None) -> Verdict:
+    """``project`` and ``run_dir`` (default: the run's folder in ``project``): str or path-like.
+
+    ``budget``: the most seconds every command together may take (a claim not checked in
+    time fails, so the task is ``unverified`` and ``status --recheck`` can check it again)."""
+    limit = Budget(budget)
     project = os.fspath(project)
     run_id = run_info.get("id") or (events.run_id_of(run_dir) if run_dir else "")
     run_dir = os.fspath(run_dir) if run_dir else os.path.join(project, ".parallel", "runs", run_id)
@@ -102,25 +145,30 @@ def verify_task(project, run_info: dict, task: str, report: dict | None, *,
     claims: list[str] = []
     notes: list[str] = []
     base = run_info.get("base_ref") or "HEAD"
-    head = _check_branch(project, facts["branch"], base, report, claims, facts)
+    head = _check_branch(project, facts["branch"], base, report, claims, facts, limit)
     if head:
-        _check_remote(project, facts["branch"], base, head, claims, notes)
-    _check_issue(project, run_info, setup, report, facts["issue"], claims, notes)
+        _check_remote(project, facts["branch"], base, head, claims, notes, limit)
+    _check_issue(project, run_info, setup, report, facts["issue"], claims, notes, limit)
+    if limit.spent() and claims:
+        notes.append(f"verification stopped at its {budget:g} s budget")
     _check_tests(report, claims, facts)
     return Verdict("done" if not claims else "unverified", claims, notes, log=log, facts=facts)
 
 
-def _check_branch(project, branch, base, report, claims, facts) -> str | None:
+def _check_branch(project, branch, base, report, claims, facts, budget=_UNLIMITED) -> str | None:
     if not branch:
         claims.append("branch: the report names no branch")
         return None
-    proc = _git(project, "rev-parse", "--verify", "-q", f"refs/heads/{branch}^{{commit}}")
-    if proc is None or proc.returncode != 0:
+    proc = _git(project, "rev-parse", "--verify", "-q", f"refs/heads/{branch}^{{commit}}", budget=budget)
+    if proc is None:
+        claims.append(f"branch: could not check {branch} (git did not answer in time)")
+        return None
+    if proc.returncode != 0:
         claims.append(f"branch: {branch} does not exist")
         return None
     head = proc.stdout.strip()
     facts["head"] = head
-    listed = _git(project, "rev-list", f"{base}..{head}", "--")
+    listed = _git(project, "rev-list", f"{base}..{head}", "--", budget=budget)
     if listed is None or listed.returncode != 0:
         claims.append(f"branch: cannot compare {branch} with the base {base}")
         return head
@@ -134,9 +182,12 @@ def _check_branch(project, branch, base, report, claims, facts) -> str | None:
     return head
 
 
-def _remote_for(project, base) -> str | None:
-    proc = _git(project, "remote")
-    remotes = proc.stdout.split() if proc is not None and proc.returncode == 0 else []
+def _remote_for(project, base, budget=_UNLIMITED) -> str | None:
+    """The remote the branch goes to; None when there is none; "" when git could not say."""
+    proc = _git(project, "remote", budget=budget)
+    if proc is None:
+        return ""
+    remotes = proc.stdout.split() if proc.returncode == 0 else []
     if not remotes:
         return None
     first = base.split("/", 1)[0]
@@ -145,12 +196,16 @@ def _remote_for(project, base) -> str | None:
     return "origin" if "origin" in remotes else remotes[0]
 
 
-def _check_remote(project, branch, base, head, claims, notes) -> None:
-    remote = _remote_for(project, base)
+def _check_remote(project, branch, base, head, claims, notes, budget=_UNLIMITED) -> None:
+    remote = _remote_for(project, base, budget)
+    if remote == "":
+        claims.append(f"push: could not check where {branch} is pushed (git did not answer in time)")
+        return
     if remote is None:
         notes.append("no remote: nothing to push to")
         return
-    proc = _git(project, "ls-remote", "--heads", remote, f"refs/heads/{branch}", timeout=REMOTE_TIMEOUT)
+    proc = _git(project, "ls-remote", "--heads", remote, f"refs/heads/{branch}", timeout=REMOTE_TIMEOUT,
+                budget=budget)
     if proc is None or proc.returncode != 0:
         why = "timed out" if proc is None else (proc.stderr.strip().splitlines() or ["failed"])[-1]
         claims.append(f"push: could not check {remote} for {branch} ({why})")
@@ -162,7 +217,7 @@ def _check_remote(project, branch, base, head, claims, notes) -> None:
         claims.append(f"push: {remote} has {branch} at {remote_sha[:8]}, the local branch is at {head[:8]}")
 
 
-def _check_issue(project, run_info, setup, report, number, claims, notes) -> None:
+def _check_issue(project, run_info, setup, report, number, claims, notes, budget=_UNLIMITED) -> None:
     reported = issue_number(report.get("issue"))
     recorded = issue_number(setup.get("issue"))
     if number is None:
@@ -189,8 +244,12 @@ def _check_issue(project, run_info, setup, report, number, claims, notes) -> Non
         notes.append(f"issue #{number} recorded by setup; not checked on GitHub (gh not used)")
         return
     cmd = [gh, "issue", "view", str(number), "--json", "number"] + (["-R", repo] if repo else [])
+    timeout = budget.cap(GH_TIMEOUT)
+    if timeout < _MIN_CHECK:
+        notes.append(f"issue #{number} recorded by setup; not checked on GitHub (verification budget spent)")
+        return
     try:
-        proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=GH_TIMEOUT,
+        proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL, env=dict(os.environ, GH_PROMPT_DISABLED="1"))
     except (OSError, subprocess.SubprocessError):
         notes.append(f"issue #{number} recorded by setup; GitHub did not answer in {GH_TIMEOUT} s")

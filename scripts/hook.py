@@ -4,7 +4,8 @@
 Standard library only. It must never break the user's session:
 
 * ``PARALLEL_DISABLE=1`` turns every hook off;
-* empty, invalid, oversized or unexpected input exits 0 at once, printing nothing;
+* empty, invalid, oversized or unexpected input exits 0, printing nothing, once it has
+  read stdin to its end (so the writer never gets EPIPE, whatever the input or setting);
 * a project without ``.parallel/runs`` is not ours: exit 0 before importing anything;
 * any error exits 0; the traceback goes to a log (the run's folder, else
   ``$CLAUDE_PLUGIN_DATA``, else the temp folder) and the user (never the model)
@@ -45,17 +46,30 @@ def find_project(payload):
     return None
 
 
-def main(argv):
-    if os.environ.get("PARALLEL_DISABLE", "").strip() not in ("", "0"):
-        return 0
-    event = argv[1] if len(argv) > 1 else ""
-    if event not in EVENTS:
-        return 0
+def read_stdin(keep):
+    """The first ``keep`` bytes of stdin, reading (and dropping) the rest to its end.
+
+    Every path drains stdin, so Claude Code, writing the payload, never gets EPIPE."""
+    kept, size = [], 0
     try:
-        raw = sys.stdin.buffer.read(MAX_INPUT + 1)
-    except (OSError, ValueError):
-        return 0
-    if not raw or len(raw) > MAX_INPUT:
+        stream = sys.stdin.buffer
+        while True:
+            chunk = stream.read(1 << 16)
+            if not chunk:
+                break
+            if size < keep:
+                kept.append(chunk[:keep - size])
+            size += len(chunk)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return b"".join(kept), size
+
+
+def main(argv):
+    disabled = os.environ.get("PARALLEL_DISABLE", "").strip() not in ("", "0")
+    event = argv[1] if len(argv) > 1 else ""
+    raw, size = read_stdin(0 if disabled or event not in EVENTS else MAX_INPUT)
+    if disabled or event not in EVENTS or not raw or size > MAX_INPUT:
         return 0
     try:
         payload = json.loads(raw)

@@ -64,6 +64,33 @@ class Ctx:
     def run_exists(self, run: str | None) -> bool:
         return bool(safe_id(run)) and os.path.isfile(join(self.runs, run, "run.json"))
 
+    def run_tasks(self, run: str | None) -> list:
+        """The task ids run.json lists ([] when the run is missing or damaged)."""
+        if not safe_id(run):
+            return []
+        info = load_json(join(self.runs, run, "run.json"))
+        tasks = info.get("tasks") if isinstance(info, dict) else None
+        return [t for t in tasks if safe_id(t)] if isinstance(tasks, list) else []
+
+    def is_task(self, run: str | None, task: str | None) -> bool:
+        """``task`` is one of the run's tasks (never ``..`` or a folder someone added)."""
+        return bool(safe_id(task)) and task in self.run_tasks(run)
+
+    def own_file(self, run: str, task: str, name: str) -> str | None:
+        """The path of a file the run wrote for a task, when nothing on the way is a symlink
+        and its real path is inside the run's folder; else None (never follow a link out)."""
+        if not self.is_task(run, task) or not safe_id(name):
+            return None
+        run_dir = self.run_dir(run)
+        path = join(run_dir, "tasks", task, name)
+        for part in (run_dir, join(run_dir, "tasks"), join(run_dir, "tasks", task), path):
+            if os.path.islink(part):
+                return None
+        real_run = os.path.realpath(run_dir)
+        if os.path.realpath(path) != join(real_run, "tasks", task, name):
+            return None
+        return path if os.path.isfile(path) else None
+
     def run_ids(self) -> list[str]:
         """Run ids, newest first (ids start with a UTC timestamp)."""
         try:
@@ -83,7 +110,7 @@ class Ctx:
             return None
         for match in REF_RE.finditer(text):
             run, task = match.group(1), match.group(2)
-            if self.run_exists(run) and os.path.isdir(self.task_dir(run, task)):
+            if self.is_task(run, task):
                 return run, task
         return None
 

@@ -14,14 +14,35 @@ from .common import CURRENT
 LOG_NAME = "hook-errors.log"
 
 
-def _log_dirs(project) -> list[Path]:
+def _stable_dirs() -> list[Path]:
+    """Folders that outlive any run: the plugin's data folder, else the temp folder."""
     dirs = []
-    if CURRENT.get("run_dir"):
-        dirs.append(Path(CURRENT["run_dir"]))
     if os.environ.get("CLAUDE_PLUGIN_DATA"):
         dirs.append(Path(os.environ["CLAUDE_PLUGIN_DATA"]))
     dirs.append(Path(tempfile.gettempdir()) / "parallel-setup")
     return dirs
+
+
+def _log_dirs(project) -> list[Path]:
+    run_dir = CURRENT.get("run_dir")
+    # The run's folder only while it exists: never recreate a folder the user deleted.
+    return ([Path(run_dir)] if run_dir and os.path.isdir(run_dir) else []) + _stable_dirs()
+
+
+def _first_notice(session: str) -> bool | None:
+    """True the first time per session (the marker lives outside every run, so deleting a
+    run folder does not make the message come again); None when nothing can remember it."""
+    for folder in _stable_dirs():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / f".notified-{session or 'nosession'}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        except OSError:
+            continue
+        os.close(fd)
+        return True
+    return None
 
 
 def report_failure(event: str, exc: BaseException, project, payload) -> dict | None:
@@ -38,10 +59,7 @@ def report_failure(event: str, exc: BaseException, project, payload) -> dict | N
         except OSError:
             continue
         _record_event(event, exc)
-        try:
-            fd = os.open(folder / f".notified-{session or 'nosession'}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.close(fd)
-        except OSError:
+        if not _first_notice(session):
             return None  # told already (or cannot remember telling: stay quiet)
         return {"systemMessage": f"parallel: the {event} hook failed ({type(exc).__name__}: {exc}); "
                                  f"your session is unaffected. Details in {log}. "
@@ -51,7 +69,7 @@ def report_failure(event: str, exc: BaseException, project, payload) -> dict | N
 
 def _record_event(event: str, exc: BaseException) -> None:
     run_dir = CURRENT.get("run_dir")
-    if not run_dir:
+    if not run_dir or not os.path.isdir(run_dir):
         return
     try:
         from .. import events

@@ -24,7 +24,9 @@ def post_tool_use(ctx: Ctx):
         run, task = found
         ctx.use_run(run)
         ctx.write_marker(run, "agent", agent_id, task)
-        ctx.record(run, "agent_launched", task, tool_use_id=tool_use_id, agent_id=agent_id)
+        output = response.get("outputFile")  # grows while the agent works: its sign of life
+        ctx.record(run, "agent_launched", task, tool_use_id=tool_use_id, agent_id=agent_id,
+                   output_file=output if isinstance(output, str) and output else None)
         return None
     if status != "completed":
         return None

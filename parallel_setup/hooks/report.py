@@ -100,7 +100,14 @@ def transcript_head(path, limit: int = 262144) -> str:
 
 
 def ingest(ctx: Ctx, run: str, task: str, agent_id, text, via: str) -> dict | None:
-    """Parse, verify and record the end of ``task``. None when it had already ended."""
+    """Parse, verify and record the end of ``task``. None when it had already ended.
+
+    Safe to kill at any point: the report is saved and a ``task_ending`` lease recorded
+    before verification starts, so a hook killed while it verifies (Claude Code kills it at
+    its timeout) leaves a lease that expires into ``unverified`` (``task_state``), which
+    ``status --recheck`` verifies again from the saved report. Verification has a budget
+    (``verify.hook_budget``) well inside the hook's timeout.
+    """
     run_dir = ctx.use_run(run)
     report, problem = parse_report(text)
     if not ctx.claim_marker(run, "ended", task, via):
@@ -112,17 +119,23 @@ def ingest(ctx: Ctx, run: str, task: str, agent_id, text, via: str) -> dict | No
         raise
 
 
+def save_report(task_dir: str, report: dict, via: str, agent_id) -> None:
+    """``report.json``: the report as received, which ``status --recheck`` verifies again."""
+    saved = dict(report, received_at=time.time(), via=via, agent_id=agent_id)
+    tmp = os.path.join(task_dir, f".report.json.{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(saved, indent=2) + "\n")
+    os.replace(tmp, os.path.join(task_dir, "report.json"))
+
+
 def _record_end(ctx, run, run_dir, task, agent_id, report, problem, via) -> dict:
-    task_dir = ctx.task_dir(run, task)
     run_info = load_json(os.path.join(run_dir, "run.json")) or {}
     if report is not None:
-        saved = dict(report, received_at=time.time(), via=via, agent_id=agent_id)
-        tmp = os.path.join(task_dir, ".report.json.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(saved, indent=2) + "\n")
-        os.replace(tmp, os.path.join(task_dir, "report.json"))
+        save_report(ctx.task_dir(run, task), report, via, agent_id)
+    budget = verify.hook_budget()
+    ctx.record(run, "task_ending", task, via=via, agent_id=agent_id, lease=budget)
     verdict = verify.verify_task(ctx.project, run_info, task, report,
-                                 missing_report=problem, run_dir=run_dir)
+                                 missing_report=problem, run_dir=run_dir, budget=budget)
     ctx.record(run, "task_end", task, state=verdict.state, failed_claims=verdict.failed_claims,
                notes=verdict.notes, reason=verdict.reason, log=verdict.log, facts=verdict.facts,
                via=via, agent_id=agent_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 
 from .common import AGENT_TOOLS, Ctx, read_text, safe_id
@@ -24,10 +23,13 @@ def pre_tool_use(ctx: Ctx):
     if not match or len(prompt) > MAX_REF:
         return None  # not a short reference (a full prompt passes through untouched)
     run, task = match.group(1), match.group(2)
-    if not ctx.run_exists(run):
+    # Only a task of the run, only its own prompt.md: no symlink on the way, its real path
+    # inside the run's folder (a link could put any readable file into an allowed prompt).
+    prompt_path = ctx.own_file(run, task, "prompt.md")
+    if prompt_path is None:
         return None
     try:
-        full = read_text(os.path.join(ctx.task_dir(run, task), "prompt.md"))
+        full = read_text(prompt_path)
     except (OSError, UnicodeDecodeError):
         return None  # without the hook the subagent reads the file itself
     ctx.use_run(run)

@@ -169,7 +169,7 @@ def test_background_flow(hooks, project):
     out = hooks.out("UserPromptSubmit", note)
     text = out["hookSpecificOutput"]["additionalContext"]
     assert out["hookSpecificOutput"]["hookEventName"] == "UserPromptSubmit"
-    assert f"run {RUN_ID}: 1 done, 0 failed, 0 unverified, 1 running, 1 waiting (of 3)" in text
+    assert f"run {RUN_ID}: 1 done, 0 failed, 0 unverified, 1 running, 1 pending (of 3)" in text
     assert "alpha: DONE - issue #1, branch feature/task-1, 1 commit, tests passed, setup 1.5 s" in text
     assert "Still running: beta" in text
     assert len(hooks.events("task_end")) == 1  # not ingested twice
@@ -237,7 +237,7 @@ def test_all_done_names_the_next_step(hooks, project):
         hooks.out("PreToolUse", spawn_payload("foreground", task, f"toolu_{task}"))
         done = completed_payload(f"toolu_{task}", report_text(task, issue, sha), agent_id=f"agent{task}")
         text = hooks.out("PostToolUse", done)["hookSpecificOutput"]["additionalContext"]
-    assert "3 done, 0 failed, 0 unverified, 0 running, 0 waiting (of 3)" in text
+    assert "3 done, 0 failed, 0 unverified, 0 running, 0 pending (of 3)" in text
     assert "All tasks are done and verified. Next: review each branch and merge it" in text
     assert "/parallel:status" in text
 
