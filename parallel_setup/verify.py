@@ -271,3 +271,33 @@ def _check_tests(report, claims, facts) -> None:
     facts["tests_exit"] = code
     if code != 0:
         claims.append(f"tests: exit code {code}")
+
+
+def saved_report(run_dir, task: str) -> dict | None:
+    """The completion report the hooks saved for ``task`` (``tasks/<task>/report.json``)."""
+    import json
+    try:
+        with open(os.path.join(os.fspath(run_dir), "tasks", task, "report.json"), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def recheck(project, run_dir, run_info: dict, task_ids) -> dict:
+    """Verify the saved reports of ``task_ids`` again (an ``unverified`` task whose cause may be
+    fixed by now: the branch pushed, the hook that verified it killed). Records a
+    ``task_ending`` lease and a ``task_end`` (``via: recheck``) for each; returns
+    ``{task: Verdict}`` for the tasks that had a report to check."""
+    verdicts = {}
+    for task in task_ids:
+        report = saved_report(run_dir, task)
+        if report is None:
+            continue
+        events.append_event(run_dir, "task_ending", task=task, via="recheck", agent_id=None, lease=None)
+        verdict = verify_task(project, run_info, task, report, run_dir=run_dir)
+        events.append_event(run_dir, "task_end", task=task, state=verdict.state,
+                            failed_claims=verdict.failed_claims, notes=verdict.notes, reason=verdict.reason,
+                            log=verdict.log, facts=verdict.facts, via="recheck", agent_id=report.get("agent_id"))
+        verdicts[task] = verdict
+    return verdicts

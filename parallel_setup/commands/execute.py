@@ -7,7 +7,9 @@ prints exactly the Agent calls the main agent must send in ONE message: a short
 reference per task, which the PreToolUse hook expands into the full prompt.
 
 Run again with ``--run RUN`` to launch the next wave: finished and running tasks are
-not launched again; tasks whose dependencies are now done are.
+not launched again; tasks whose dependencies are now done are. It first verifies the
+unverified tasks again, and relaunches lost tasks (their agent is gone) reusing their
+issue, worktree and commits, also from a new session.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import events, pool, runs
+from .. import events, pool, runs, verify
 from ..errors import FatalError
 from ..paths import find_project_root
 from ..plans import load_plan_file
@@ -33,7 +35,9 @@ environment) as its first action.
 
 Tasks waiting on dependencies, or beyond the concurrency limit, are listed as
 waiting; launch them later with `execute --run RUN_ID`, which never launches a
-finished or running task again."""
+finished or running task again. It verifies unverified tasks again first, and
+relaunches lost tasks (no sign of their agent for PARALLEL_LOST_AFTER seconds,
+default 1800, and no end recorded) reusing their issue, worktree and commits."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", action="append", default=[], metavar="TASK_ID",
                    help="with --run: launch exactly this task (repeatable), whatever its state")
     p.add_argument("--retry-failed", action="store_true",
-                   help="with --run: launch failed tasks again (their setup reuses their issue and worktree)")
+                   help="with --run: launch again what is not done: failed, setup failed and (after their "
+                        "recheck) unverified tasks; their setup reuses their issue, worktree and commits")
     p.add_argument("--no-fetch", action="store_true", help="do not git fetch the base branch from origin")
     p.add_argument("--no-pool", action="store_true",
                    help="do not hand out worktrees from the worktree pool in this run (see `pool --help`)")
@@ -98,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
 
     foreground = args.foreground or not run_.data.get("background", True)
     states = runs.task_states(run_)
+    if resumed:  # what was unverified may check out now (the branch pushed, the hook killed)
+        unverified = [t for t in run_.tasks if states[t].state == "unverified"]
+        if unverified and verify.recheck(project, run_.dir, run_.data, unverified):
+            states = runs.task_states(run_)
     launch, waiting = runs.plan_launch(run_, states, max_concurrency=args.max_concurrency,
                                        only=args.task, retry_failed=args.retry_failed)
     if resumed or any(run_.plan.task(t).depends_on for t in launch):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import html
 import json
 import shutil
+import sys
 from pathlib import Path
 
-from .. import status
+from .. import status, verify
 from ..errors import FatalError
 from ..gitutil import git_common_dir
 from ..paths import find_project_root, plans_dir
@@ -26,6 +27,9 @@ def add_parser(sub):
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with an SVG timeline")
     p.add_argument("--width", type=int, metavar="N", help="output width in columns (default: the terminal's)")
+    p.add_argument("--recheck", action="store_true",
+                   help="verify the unverified tasks' saved reports again first (after you pushed the branch, "
+                        "or when the hook verifying them was stopped)")
     p.add_argument("--no-runs-ok", action="store_true",
                    help="when no RUN is given and the project has no runs yet, print what to do next "
                         "and exit 0 instead of failing (used by the /parallel:status slash command)")
@@ -42,10 +46,19 @@ def run(args) -> int:
         raise FatalError(f"no runs in {project / '.parallel' / 'runs'}; start one with /parallel:execute")
     try:
         st = status.load_run(project, run_id)
+        if args.recheck:
+            rechecked = recheck_run(project, st)
+            if rechecked:
+                st = status.load_run(project, run_id)
+            print(f"Rechecked {len(rechecked)} unverified task(s)"
+                  + (": " + ", ".join(f"{t} {v.state}" for t, v in rechecked.items()) if rechecked else "")
+                  + ("" if args.json else "\n"), file=sys.stderr if args.json else sys.stdout)
     except FileNotFoundError:
         known = sorted(p.parent.name for p in status.runs_root(project).glob("*/run.json"))
         raise FatalError(f"no run {run_id!r} in {status.runs_root(project)}"
                          + (f" (runs: {', '.join(known)})" if known else "")) from None
+    except status.RunDamaged as e:
+        raise FatalError(str(e)) from None
     if args.html:
         out = Path(args.html)
         out.write_text(render_html(st), encoding="utf-8")
@@ -57,6 +70,13 @@ def run(args) -> int:
         if args.html:
             print(f"HTML timeline: {args.html}")
     return 0
+
+
+def recheck_run(project: Path, st: status.RunStatus) -> dict:
+    """Verify every unverified task of ``st`` again; {task: Verdict} of those with a report."""
+    run_dir = status.runs_root(project) / st.id
+    info = status.read_run_info(str(run_dir))
+    return verify.recheck(project, run_dir, info, [t.id for t in st.tasks if t.state == "unverified"])
 
 
 def _names(items: list[str], most: int) -> str:
