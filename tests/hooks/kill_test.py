@@ -313,3 +313,22 @@ def test_the_failure_notice_stays_once_after_the_run_folder_is_deleted(hooks, pr
         shutil.rmtree(project / RUN)
         make_run(project, [{"id": "alpha", "title": "Alpha"}], created_at=time.time())
     assert told == 1
+
+
+# -- an early SubagentStart ----------------------------------------------------------------------
+
+def test_early_subagent_start_through_the_real_hooks(hooks, project):
+    hooks.out("PreToolUse", spawn_payload("background", "alpha", "toolu_a"))
+    start = fixture("foreground/SubagentStart.json")
+    start.update(agent_id="agentalpha1", agent_type="parallel:parallel-task-executor")
+    hooks.out("SubagentStart", start)  # before the launch links agentalpha1 to alpha
+    launched = fixture("background/PostToolUse-Agent-async_launched.json")
+    launched.update(tool_use_id="toolu_a")
+    launched["tool_response"]["agentId"] = "agentalpha1"
+    hooks.out("PostToolUse", launched)
+    [raw] = hooks.events("agent_start")
+    assert raw["task"] is None  # as logged
+    run_dir = project / ".parallel" / "runs" / RUN_ID
+    [start_event] = [e for e in task_state.attributed_events(run_dir) if e["event"] == "agent_start"]
+    assert start_event["task"] == "alpha"
+    assert [e["output_file"] for e in hooks.events("agent_launched")] == [launched["tool_response"]["outputFile"]]
