@@ -4,7 +4,8 @@ Each subcommand lives in ``parallel_setup/commands/<verb>.py`` and provides
 ``add_parser(subparsers)`` and ``run(args) -> int``. This module only parses
 arguments and handles errors the same way for all of them:
 
-* a problem the user can fix (``FatalError``): its message, exit 1;
+* a problem the user can fix (``FatalError``; a file it cannot write for lack of
+  permission or space; input nested too deeply): its message, exit 1;
 * anything unexpected: one line naming a log file with the traceback, exit 3;
 * Ctrl-C: exit 130.
 """
@@ -12,6 +13,7 @@ arguments and handles errors the same way for all of them:
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -60,6 +62,16 @@ def _log_unexpected(exc: BaseException) -> str:
     return str(path)
 
 
+#: errno -> what the user can do about it (parallel keeps its state in the repository's .parallel/).
+_USER_FIXABLE = {
+    errno.EACCES: "make it (and .parallel/ in the repository) writable by you, then run the command again",
+    errno.EPERM: "make it (and .parallel/ in the repository) writable by you, then run the command again",
+    errno.EROFS: "the file system is read-only; run parallel in a writable checkout",
+    errno.ENOSPC: "the disk is full; free some space, then run the command again",
+    errno.EDQUOT: "your disk quota is used up; free some space, then run the command again",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -72,6 +84,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        return 1
+    except OSError as e:
+        if e.errno not in _USER_FIXABLE:
+            log = _log_unexpected(e)
+            print(f"{PROG}: unexpected error ({type(e).__name__}: {e}); details in {log}", file=sys.stderr)
+            return 3
+        where = f" {e.filename}" if e.filename else ""
+        print(f"{PROG}: cannot write or read{where}: {e.strerror}; {_USER_FIXABLE[e.errno]}", file=sys.stderr)
+        return 1
+    except RecursionError as e:
+        print(f"{PROG}: the input is nested too deeply to process ({e}); simplify it", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - the one top-level handler
         log = _log_unexpected(e)

@@ -27,6 +27,40 @@ from .paths import PLAN_SCHEMA
 DEFAULT_MAX_TASKS = 50
 MAX_ID_LENGTH = 40
 _ID_CHARS = re.compile(r"^[A-Za-z0-9._-]+$")
+#: GitHub's limits: an issue title of at most 256 characters, a body of at most 65,536.
+GITHUB_TITLE_MAX = 256
+GITHUB_BODY_MAX = 65536
+#: Deepest nesting of lists and mappings a plan may have (a plan needs 4).
+MAX_DEPTH = 32
+#: Fields that may hold several lines (every other text is one line).
+MULTILINE_FIELDS = ("goal", "description", "setup", "test")
+#: C0 controls, DEL and C1 controls (terminal escapes start with ESC or CSI), never in a plan.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_OR_BREAK = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_NAMES = {0: "NUL", 7: "BEL", 8: "backspace", 9: "tab", 10: "line break", 13: "carriage return",
+                  27: "ESC, a terminal escape", 127: "DEL", 0x9b: "CSI, a terminal escape",
+                  0x2028: "line separator", 0x2029: "paragraph separator"}
+
+
+def printable(text) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``): safe for a terminal.
+    Line breaks and tabs are kept."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", str(text))
+
+
+def control_problem(value: str, multiline: bool) -> str | None:
+    """Why a text cannot be used (a control character, or a line break in a one-line field)."""
+    found = (_CONTROL if multiline else _CONTROL_OR_BREAK).search(value)
+    if found is None:
+        return None
+    code = ord(found.group(0))
+    name = _CONTROL_NAMES.get(code, "a control character")
+    line = value.count("\n", 0, found.start()) + 1
+    where = f"line {line} of the text, character {found.start() - (value.rfind(chr(10), 0, found.start()) + 1) + 1}" \
+        if multiline and "\n" in value else f"character {found.start() + 1}"
+    what = ("must be one line" if code in (10, 13, 0x2028, 0x2029) and not multiline
+            else f"contains U+{code:04X} ({name})")
+    return f"{what} at {where}; remove it (plans hold plain text)"
 
 
 @dataclass(frozen=True)
@@ -39,7 +73,7 @@ class Problem:
     def format(self, filename: str) -> str:
         location = f"{filename}:{self.line}" if self.line else filename
         where = f"{self.where}: " if self.where else ""
-        return f"{location}: {self.level}: {where}{self.message}"
+        return printable(f"{location}: {self.level}: {where}{self.message}").replace("\n", "\\n")
 
 
 class PlanInvalid(FatalError):
@@ -100,17 +134,23 @@ class Plan:
 
 
 def dependency_waves(deps: dict[str, list[str]]) -> list[list[str]]:
-    """Group ids into waves; assumes no cycles and no unknown ids."""
+    """Group ids into waves; assumes no cycles and no unknown ids. Iterative: a chain of
+    any length is fine."""
     depth: dict[str, int] = {}
-
-    def visit(node: str) -> int:
-        if node not in depth:
+    for root in deps:
+        if root in depth:
+            continue
+        stack = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                depth[node] = 1 + max((depth.get(d, 0) for d in deps.get(node, []) if d in deps), default=-1)
+                continue
+            if node in depth:
+                continue
             depth[node] = 0  # guards against cycles in unvalidated input
-            depth[node] = 1 + max((visit(d) for d in deps.get(node, []) if d in deps), default=-1)
-        return depth[node]
-
-    for node in deps:
-        visit(node)
+            stack.append((node, True))
+            stack.extend((d, False) for d in deps.get(node, []) if d in deps and d not in depth)
     waves: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
     for node in deps:  # keeps plan order inside a wave
         waves[depth[node]].append(node)
@@ -227,7 +267,33 @@ class _Checker:
 
     # -- YAML
 
+    def structure_problem(self, text: str) -> bool:
+        """Refuse what could make loading the plan hang or overflow: YAML aliases (a few
+        hundred bytes of ``*ref`` can expand to billions of nodes) and deep nesting."""
+        depth = 0
+        try:
+            for event in yaml.parse(text, Loader=yaml.SafeLoader):
+                if isinstance(event, yaml.AliasEvent):
+                    self.problems.append(Problem(
+                        "error", event.start_mark.line + 1,
+                        f"YAML alias *{event.anchor} is not allowed in a plan; write the value out in full"))
+                    return True
+                if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        self.problems.append(Problem(
+                            "error", event.start_mark.line + 1,
+                            f"lists and mappings are nested more than {MAX_DEPTH} deep; a plan needs 4"))
+                        return True
+                elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                    depth -= 1
+        except yaml.YAMLError:
+            return False  # compose reports the syntax error with its line
+        return False
+
     def run(self, text: str) -> Any:
+        if self.structure_problem(text):
+            return None
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as e:
@@ -300,6 +366,9 @@ class _Checker:
             allowed = ", ".join(json.dumps(v) if not isinstance(v, str) else v for v in schema["enum"])
             self.add("error", node, f"{_describe(value)} is not one of: {allowed}", prefix)
         if isinstance(value, str):
+            bad = control_problem(value, multiline=bool(path) and path[-1] in MULTILINE_FIELDS)
+            if bad:
+                self.add("error", node, bad, prefix or where)
             if len(value.strip()) < schema.get("minLength", 0):
                 self.add("error", node, "must not be empty", prefix)
             if "maxLength" in schema and len(value) > schema["maxLength"]:
@@ -462,34 +531,42 @@ def id_problems(tid: str) -> list[str]:
 
 
 def find_cycles(deps: dict[str, list[str]]) -> list[list[str]]:
-    """Each dependency cycle once, rotated to start at its first id in plan order."""
+    """Each dependency cycle once, rotated to start at its first id in plan order.
+    Iterative (a depth-first search with its own stack): a chain of any length is fine."""
     order = {n: i for i, n in enumerate(deps)}
     cycles, seen_keys = [], set()
     color: dict[str, int] = {}
-    stack: list[str] = []
+    path: list[str] = []
 
-    def visit(n: str) -> None:
-        color[n] = 1
-        stack.append(n)
-        for d in deps.get(n, []):
-            if d not in deps or d == n:
-                continue
-            if color.get(d) == 1:
-                cyc = stack[stack.index(d):]
-                start = min(range(len(cyc)), key=lambda k: order[cyc[k]])
-                cyc = cyc[start:] + cyc[:start]
-                key = frozenset(cyc)
-                if key not in seen_keys:
-                    seen_keys.add(key)
-                    cycles.append(cyc)
-            elif color.get(d) is None:
-                visit(d)
-        stack.pop()
-        color[n] = 2
+    def found(d: str) -> None:
+        cyc = path[path.index(d):]
+        start = min(range(len(cyc)), key=lambda k: order[cyc[k]])
+        cyc = cyc[start:] + cyc[:start]
+        key = frozenset(cyc)
+        if key not in seen_keys:
+            seen_keys.add(key)
+            cycles.append(cyc)
 
-    for n in deps:
-        if n not in color:
-            visit(n)
+    for root in deps:
+        if root in color:
+            continue
+        color[root] = 1
+        path.append(root)
+        work = [iter(deps.get(root, []))]
+        while work:
+            for d in work[-1]:
+                if d not in deps or d == path[-1]:
+                    continue
+                if color.get(d) == 1:
+                    found(d)
+                elif color.get(d) is None:
+                    color[d] = 1
+                    path.append(d)
+                    work.append(iter(deps.get(d, [])))
+                    break
+            else:
+                work.pop()
+                color[path.pop()] = 2
     return cycles
 
 

@@ -32,7 +32,7 @@ from .errors import FatalError
 from .gitutil import ensure_excluded, git, git_common_dir
 from .issue_mode import ModeDecision, decide_mode
 from .paths import run_dir as _run_dir, runs_dir
-from .plans import Plan, Task, load_plan_file, parse_plan
+from .plans import GITHUB_BODY_MAX, GITHUB_TITLE_MAX, Plan, PlanInvalid, Task, load_plan_file, parse_plan
 from .render import make_environment, render
 
 FORMAT = 1
@@ -364,12 +364,26 @@ def load_run(project: Union[str, os.PathLike], run_id: Optional[str] = None) -> 
     run_id = run_id or latest_run_id(project)
     if run_id is None:
         raise FatalError(f"no runs in {runs_dir(project)}; start one with /parallel:execute")
+    if not isinstance(run_id, str) or run_id in (".", "..") or "/" in run_id or "\0" in run_id:
+        raise FatalError(f"{run_id!r} is not a run id (runs are named like 20261122-101500-3fa2)")
     path = _run_dir(project, run_id) / "run.json"
-    data = _read_json(path)
-    if data is None:
+    if not path.is_file():
         known = ", ".join(list_runs(project)[-5:]) or "none"
         raise FatalError(f"no run '{run_id}' in {runs_dir(project)} (recent runs: {known})")
-    plan = parse_plan(json.dumps(data["plan"]), f"{path} (plan snapshot)", max_tasks=10**6)
+    data = _read_json(path)
+    fix = "restore it from a backup, or start a new run with /parallel:execute"
+    if data is None:
+        raise FatalError(f"{path} is damaged (not a JSON object); {fix}")
+    missing = [k for k in ("plan", "tasks", "issue_mode", "base_ref", "created_at") if k not in data]
+    if missing or not isinstance(data.get("tasks"), list) or not isinstance(data.get("plan"), dict):
+        raise FatalError(f"{path} is damaged (missing or wrong: {', '.join(missing) or 'tasks/plan'}); {fix}")
+    try:
+        plan = parse_plan(json.dumps(data["plan"]), f"{path} (plan snapshot)", max_tasks=10**6)
+    except PlanInvalid as e:
+        raise FatalError(f"{path} is damaged: its plan snapshot is not a valid plan ({len(e.problems)} "
+                         f"problem(s), first: {e.problems[0].message}); {fix}") from None
+    if [t.id for t in plan.tasks] != data["tasks"]:
+        raise FatalError(f"{path} is damaged: its task list does not match its plan; {fix}")
     return Run(project, run_id, data, plan)
 
 
@@ -462,6 +476,7 @@ def render_task(run: Run, task_id: str, jinja=None, states: Optional[Dict[str, "
     body = render(jinja, "issue-body.md.j2", **ctx)
     if ctx["marker"] not in body:  # an override without the marker: idempotency needs it
         body = body.rstrip("\n") + "\n\n" + ctx["marker"] + "\n"
+    check_issue_text(task_id, title, body)
     _write_atomic(tdir / "issue-title.txt", title + "\n")
     _write_atomic(tdir / "issue-body.md", body)
     _write_atomic(tdir / "local-issue.md", f"# {title}\n\n{body}")
@@ -472,6 +487,21 @@ def render_task(run: Run, task_id: str, jinja=None, states: Optional[Dict[str, "
     _write_atomic(tdir / "setup.sh", render(jinja, "setup.sh.j2", **ctx), 0o755)
     _write_atomic(tdir / "prompt.md", render(jinja, "subagent-prompt.md.j2", **ctx))
     return tdir
+
+
+def check_issue_text(task_id: str, title: str, body: str) -> None:
+    """GitHub refuses an issue whose title or body is too long, or a title of several lines:
+    say so before any issue is created, naming the task."""
+    problems = []
+    if len(title) > GITHUB_TITLE_MAX:
+        problems.append(f"the issue title is {len(title)} characters; GitHub allows {GITHUB_TITLE_MAX}")
+    if "\n" in title or "\r" in title:
+        problems.append("the issue title template rendered more than one line")
+    if len(body) > GITHUB_BODY_MAX:
+        problems.append(f"the issue body is {len(body):,} characters; GitHub allows {GITHUB_BODY_MAX:,} "
+                        "(shorten the task's description, or the issue-body template)")
+    if problems:
+        raise FatalError(f"task '{task_id}': " + "; ".join(problems))
 
 
 # --------------------------------------------------------------------------

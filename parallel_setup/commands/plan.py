@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import FatalError
 from ..gitutil import ensure_excluded
 from ..paths import EXAMPLE_PLAN, PLAN_SCHEMA, find_project_root, plans_dir
-from ..plans import Plan, PlanInvalid, format_problems, load_plan_file, parse_plan
+from ..plans import Plan, PlanInvalid, format_problems, load_plan_file, parse_plan, printable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -139,41 +139,62 @@ def summarize(plan: Plan, filename: str) -> str:
     if others:
         lines.append("Warnings:")
         lines.extend(f"  {w.format(filename)}" for w in others)
-    return "\n".join(lines)
+    return printable("\n".join(lines))  # plan text never reaches the terminal raw
+
+
+def _keep_draft(project: Path, raw: bytes) -> str:
+    """Keep rejected standard input byte for byte under drafts/; the sentence that says where."""
+    drafts = plans_dir(project) / "drafts"
+    draft = drafts / f"rejected-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.yaml"
+    try:
+        drafts.mkdir(parents=True, exist_ok=True)
+        draft.write_bytes(raw)
+    except OSError as e:
+        return (f"\nThe plan was NOT saved, and your text could not be kept in {drafts} ({e.strerror}): "
+                "make that folder writable, or copy the text from where you wrote it.")
+    return f"\nThe plan was NOT saved; your text is kept, byte for byte, in {draft}"
+
+
+def _utf8(raw: bytes, source: str) -> tuple[str | None, str | None]:
+    """(text, None), or (None, the error naming the first bad byte's line and column)."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        return None, (f"{source}:{line}: error: not UTF-8 text: byte 0x{raw[e.start]:02x} at column {column} "
+                      f"({e.reason}); save the plan as UTF-8")
 
 
 def save(args: argparse.Namespace) -> int:
     project = _project(args)
     if args.file == "-":
-        text, source = sys.stdin.read(), "<stdin>"
+        raw, source = sys.stdin.buffer.read(), "<stdin>"
     else:
         try:
-            text, source = Path(args.file).read_text(encoding="utf-8"), args.file
+            raw, source = Path(args.file).read_bytes(), args.file
         except OSError as e:
             raise FatalError(f"{args.file}: cannot read: {e.strerror}") from None
-    try:
-        plan = parse_plan(text, source, max_tasks=args.max_tasks, project=project)
-    except PlanInvalid as e:
-        kept = ""
-        if args.file == "-":  # keep what was typed: lose nothing
-            drafts = plans_dir(project) / "drafts"
-            drafts.mkdir(parents=True, exist_ok=True)
-            draft = drafts / f"rejected-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
-            draft.write_text(text, encoding="utf-8")
-            kept = f"\nThe plan was NOT saved; your text is kept in {draft}"
-        else:
-            kept = "\nThe plan was NOT saved."
-        raise FatalError(format_problems(source, e.problems) + kept, prefixed=False) from None
+    text, problem = _utf8(raw, source)
+    if problem is None:
+        try:
+            plan = parse_plan(text, source, max_tasks=args.max_tasks, project=project)
+        except PlanInvalid as e:
+            problem = format_problems(source, e.problems)
+    if problem is not None:
+        # keep what was typed: lose nothing
+        kept = _keep_draft(project, raw) if args.file == "-" else "\nThe plan was NOT saved."
+        raise FatalError(problem + kept, prefixed=False) from None
     ensure_excluded(project)
     target_dir = plans_dir(project)
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{plan.name}.yaml"
-    if target.exists() and target.read_text(encoding="utf-8") != text:
+    if target.exists() and target.read_bytes() != raw:
         history = target_dir / "history"
         history.mkdir(exist_ok=True)
         os.replace(target, history / f"{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}.yaml")
     tmp = target.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(raw)  # the user's bytes, unchanged
     os.replace(tmp, target)
     shown = display_path(project, target)
     for w in plan.warnings:
@@ -192,5 +213,5 @@ def list_plans(args: argparse.Namespace) -> int:
         return 0
     for p in plans:
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.stat().st_mtime))
-        print(f"{stamp}  {p.stem}")
+        print(f"{stamp}  {printable(p.stem)}")
     return 0

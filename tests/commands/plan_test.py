@@ -243,11 +243,11 @@ def test_save_valid_plan_writes_it_and_excludes_state(repo, capsys):
 def test_save_invalid_plan_saves_nothing_and_keeps_stdin_text(repo, capsys, monkeypatch):
     import io
     bad = GOOD.replace("depends_on: [one]", "depends_on: [nine]")
-    monkeypatch.setattr("sys.stdin", io.StringIO(bad))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(bad.encode())))
     assert main(["-C", str(repo), "plan", "save", "-"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("<stdin>:13: error: task 'two': depends_on: unknown task 'nine'\n"
-                          "<stdin>: 1 error, 0 warnings\nThe plan was NOT saved; your text is kept in ")
+                          "<stdin>: 1 error, 0 warnings\nThe plan was NOT saved; your text is kept, byte for byte, in ")
     assert not (repo / ".parallel" / "plans" / "demo-plan.yaml").exists()
     kept = list((repo / ".parallel" / "plans" / "drafts").glob("rejected-*.yaml"))
     assert [k.read_text() for k in kept] == [bad]
