@@ -61,7 +61,11 @@ def run(args) -> int:
         raise FatalError(str(e)) from None
     if args.html:
         out = Path(args.html)
-        out.write_text(render_html(st), encoding="utf-8")
+        try:
+            out.write_text(render_html(st), encoding="utf-8")
+        except OSError as e:
+            raise FatalError(f"cannot write the HTML page to {out}: {e.strerror}; give --html a file path "
+                             "in a folder you can write") from None
     if args.json:
         print(json.dumps(st.to_dict(), indent=2, sort_keys=True))
     else:
