@@ -39,13 +39,17 @@ INTERRUPTED = ("verification did not finish (the hook checking the report was st
                "`parallel-setup status --recheck` verifies it again")
 
 
-def lost_after() -> float:
-    raw = os.environ.get("PARALLEL_LOST_AFTER", "")
+def env_seconds(name: str, default: float) -> float:
+    """A positive number of seconds from the environment variable ``name``, else ``default``."""
     try:
-        value = float(raw)
+        value = float(os.environ.get(name, ""))
     except ValueError:
-        return DEFAULT_LOST_AFTER
-    return value if value > 0 else DEFAULT_LOST_AFTER
+        return default
+    return value if value > 0 and value != float("inf") else default
+
+
+def lost_after() -> float:
+    return env_seconds("PARALLEL_LOST_AFTER", DEFAULT_LOST_AFTER)
 
 
 class TaskState:

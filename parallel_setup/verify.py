@@ -57,12 +57,8 @@ _UNLIMITED = Budget(None)
 
 def hook_budget() -> float:
     """``HOOK_BUDGET``, or ``PARALLEL_VERIFY_BUDGET`` seconds (never more than HOOK_BUDGET)."""
-    raw = os.environ.get("PARALLEL_VERIFY_BUDGET", "")
-    try:
-        value = float(raw)
-    except ValueError:
-        return HOOK_BUDGET
-    return min(value, HOOK_BUDGET) if value > 0 else HOOK_BUDGET
+    from .task_state import env_seconds
+    return min(env_seconds("PARALLEL_VERIFY_BUDGET", HOOK_BUDGET), HOOK_BUDGET)
 
 
 class Verdict:

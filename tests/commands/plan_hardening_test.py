@@ -38,6 +38,15 @@ def plan_text(title: str = "T", description: str = "d", extra: str = "") -> str:
     return HEAD + "tasks:\n" + f"  - id: t\n    title: {title}\n    description: {description}\n" + extra
 
 
+def first_error(repo: Path, capsys, text: str) -> str:
+    """``plan validate`` of ``text`` must fail: its first line, the file shown as PLAN."""
+    path = repo / "p.yaml"
+    path.write_text(text)
+    code, _, err = cli(repo, capsys, "plan", "validate", str(path))
+    assert code == 1, err
+    return err.splitlines()[0].replace(str(path), "PLAN")
+
+
 @pytest.fixture(autouse=True)
 def _no_gh(monkeypatch, tmp_path):
     monkeypatch.setenv("PARALLEL_GH", str(tmp_path / "no-such-gh"))
@@ -86,21 +95,14 @@ def test_deep_nesting_is_refused(repo, capsys):
     ('"tab\\there"', "contains U+0009 (tab) at character 4"),
 ])
 def test_control_characters_in_a_title_are_refused_naming_the_field_and_line(repo, capsys, title, why):
-    path = repo / "p.yaml"
-    path.write_text(plan_text(title=title))
-    code, _, err = cli(repo, capsys, "plan", "validate", str(path))
-    assert code == 1
-    assert err.splitlines()[0] == f"{path}:6: error: task 't': title: {why}; remove it (plans hold plain text)"
-    assert "\x1b" not in err and "\x00" not in err and "\x9b" not in err
+    line = first_error(repo, capsys, plan_text(title=title))
+    assert line == f"PLAN:6: error: task 't': title: {why}; remove it (plans hold plain text)"
 
 
 def test_a_control_character_in_a_description_names_its_line(repo, capsys):
-    path = repo / "p.yaml"
-    path.write_text(plan_text(description='"line one\\nline \\atwo"'))
-    code, _, err = cli(repo, capsys, "plan", "validate", str(path))
-    assert code == 1
-    assert err.splitlines()[0] == (f"{path}:7: error: task 't': description: contains U+0007 (BEL) at line 2 "
-                                   "of the text, character 6; remove it (plans hold plain text)")
+    line = first_error(repo, capsys, plan_text(description='"line one\\nline \\atwo"'))
+    assert line == ("PLAN:7: error: task 't': description: contains U+0007 (BEL) at line 2 "
+                    "of the text, character 6; remove it (plans hold plain text)")
 
 
 def test_descriptions_keep_their_lines_and_tabs(repo, capsys):
@@ -130,19 +132,13 @@ def test_plan_show_escapes_what_it_prints():
 # -- GitHub's size limits --------------------------------------------------------------------------
 
 def test_a_10_mb_description_is_refused(repo, capsys):
-    path = repo / "p.yaml"
-    path.write_text(plan_text(description="x" * 10_000_000))
-    code, _, err = cli(repo, capsys, "plan", "validate", str(path))
-    assert code == 1
-    assert err.splitlines()[0] == (f"{path}:7: error: task 't': description: is 10000000 characters long; "
-                                   "at most 60000")
+    line = first_error(repo, capsys, plan_text(description="x" * 10_000_000))
+    assert line == "PLAN:7: error: task 't': description: is 10000000 characters long; at most 60000"
 
 
 def test_a_title_over_the_limit_is_refused(repo, capsys):
-    path = repo / "p.yaml"
-    path.write_text(plan_text(title="x" * 257))
-    code, _, err = cli(repo, capsys, "plan", "validate", str(path))
-    assert code == 1 and "title: is 257 characters long; at most 200" in err
+    line = first_error(repo, capsys, plan_text(title="x" * 257))
+    assert line == "PLAN:6: error: task 't': title: is 257 characters long; at most 200"
 
 
 def test_a_rendered_issue_over_githubs_limits_is_refused_before_anything_is_created(repo, capsys):
