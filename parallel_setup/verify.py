@@ -248,7 +248,7 @@ def _check_issue(project, run_info, setup, report, number, claims, notes, budget
         proc = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL, env=dict(os.environ, GH_PROMPT_DISABLED="1"))
     except (OSError, subprocess.SubprocessError):
-        notes.append(f"issue #{number} recorded by setup; GitHub did not answer in {GH_TIMEOUT} s")
+        notes.append(f"issue #{number} recorded by setup; GitHub did not answer in {timeout:.0f} s")
         return
     if proc.returncode == 0 and re.search(rf'"number"\s*:\s*{number}\b', proc.stdout):
         notes.append(f"issue #{number} confirmed on GitHub")

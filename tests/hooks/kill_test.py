@@ -16,7 +16,9 @@ import pytest
 from parallel_setup import cli, events, status, task_state, verify
 from tests.hooks.conftest import fixture, make_task_branch, report_text, setup_end
 from tests.hooks.hooks_test import spawn_payload
+from parallel_setup.fake_github import FakeGitHub
 from tests.support.git import git
+from tests.support.github import REPO, requires_gh
 from tests.support.runs import RUN_ID, make_run, short_ref
 
 RUN = f".parallel/runs/{RUN_ID}"
@@ -144,6 +146,29 @@ def test_verification_stays_inside_its_budget(hooks, project, tmp_path):
     assert end["state"] == "unverified"
     assert any(c.startswith("push: could not check origin") for c in end["failed_claims"]), end
     assert elapsed < verify.REMOTE_TIMEOUT  # the remote's own timeout was cut to the budget
+
+
+@requires_gh
+def test_a_github_that_never_answers_stays_inside_the_budget(hooks, project):
+    """The real gh against the fake GitHub, every request held for 30 s."""
+    run_json = project / RUN / "run.json"
+    info = json.loads(run_json.read_text())
+    info.update(issue_mode="github", repository=REPO)
+    run_json.write_text(json.dumps(info))
+    sha = make_task_branch(project, 1)
+    setup_end(project, "alpha", 1)
+    launched(hooks)
+    with FakeGitHub(request_latency=30.0) as server:
+        env = server.env(config_dir=str(hooks.data_dir / "gh-config"))
+        env.update(PARALLEL_VERIFY_GH="1", PARALLEL_VERIFY_BUDGET="3")
+        start = time.monotonic()
+        proc = hooks.run("SubagentStop", stop_payload(project, sha), env=env)
+        elapsed = time.monotonic() - start
+    assert proc.returncode == 0
+    [end] = hooks.events("task_end")
+    assert end["state"] == "done"  # an unanswered GitHub is a note, the recorded issue stands
+    assert any("GitHub did not answer" in n for n in end["notes"]), end["notes"]
+    assert elapsed < verify.GH_TIMEOUT  # gh's own 8 s were cut to the budget
 
 
 def test_the_default_budget_is_well_inside_the_hooks_timeout():
