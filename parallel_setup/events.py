@@ -17,7 +17,6 @@ each module it imports, and a hook runs on every tool call of a session.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 
@@ -39,8 +38,13 @@ FIELD_TYPES = {
 }
 
 
+#: Larger numbers are no time or duration (and a 400-digit int would overflow ``float()``).
+_MAX_NUMBER = 1e15
+
+
 def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """An int or float of plausible size: not a bool, not infinite, not NaN (NaN compares false)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= _MAX_NUMBER
 
 
 def _typed(value, kinds) -> bool:

@@ -190,7 +190,8 @@ BAD_LINES = ['{"t": null, "event": "setup_start", "run": "r", "task": "alpha"}',
              '{"t": 1795340001, "event": "launch", "run": "r", "task": null, "wave": [1, 2]}',
              '{"t": 1795340001, "event": "task_end", "run": "r", "task": ["alpha"], "state": "done"}',
              '{"t": true, "event": "task_end", "run": "r", "task": "alpha", "state": "done"}',
-             '{"t": NaN, "event": "task_end", "run": "r", "task": "alpha", "state": "done"}']
+             '{"t": NaN, "event": "task_end", "run": "r", "task": "alpha", "state": "done"}',
+             '{"t": 1' + '0' * 400 + ', "event": "task_end", "run": "r", "task": "alpha", "state": "done"}']
 
 
 def test_wrongly_typed_event_lines_are_dropped_by_every_reader(hooks, project, capsys):
