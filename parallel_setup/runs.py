@@ -539,6 +539,19 @@ def task_states(run: Run, now: Optional[float] = None) -> Dict[str, TaskState]:
     return task_state.derive(run.dir, run.tasks, now=now)
 
 
+def launch_tasks(run: Run, task_ids: Sequence[str], foreground: bool) -> dict:
+    """Record a launch of ``task_ids`` (the ``launch`` event) and start a new attempt of each:
+    the hooks' ``ended-<task>`` marker of an earlier attempt is removed, so the relaunched
+    agent's end is recorded too (the event log keeps the earlier end)."""
+    number = 1 + sum(1 for _ in events.read_events(run.dir, event="launch"))
+    for tid in task_ids:
+        try:
+            (run.dir / "hooks" / f"ended-{tid}").unlink()
+        except FileNotFoundError:
+            pass
+    return run.event("launch", wave=list(task_ids), number=number, foreground=foreground)
+
+
 def plan_launch(run: Run, states: Optional[Dict[str, TaskState]] = None, *,
                 max_concurrency: Optional[int] = None, only: Iterable[str] = (),
                 retry_failed: bool = False) -> Tuple[List[str], List[Tuple[str, str]]]:

@@ -149,3 +149,36 @@ def test_an_early_subagent_start_is_attributed_once_its_agent_is_linked(tmp_path
     assert (start["task"], start["linked_late"]) == ("a", True)
     st = status.load_run(project, RUN_ID, now=T0 + 5)
     assert st.task("a").agent_id == "agent-a"
+
+
+def test_a_relaunched_task_has_its_new_end_recorded(repo, capsys, plugin_copy, tmp_path):
+    """--retry-failed (and a lost task's relaunch) starts a new attempt: the real SubagentStop
+    hook records the second agent's end too, not only the first."""
+    from pathlib import Path
+    from tests.hooks.conftest import Hooks, fixture
+    write_plan(repo, n=1)
+    _, out, _ = execute(repo, capsys)
+    run = runs.load_run(repo, run_id_in(out))
+    setup = runs.run_setup(run, "t1")
+    hooks = Hooks(plugin_copy, repo, tmp_path / "plugin-data")
+
+    def stop(agent: str, status_: str, sha=None) -> None:
+        report = {"parallel_report": 1, "run": run.id, "task": "t1", "status": status_, "issue": setup["issue"],
+                  "branch": setup["branch"], "commits": [sha] if sha else [], "pushed": bool(sha),
+                  "tests": {"command": "true", "exit_code": 0}, "summary": "s",
+                  "reason": None if sha else "could not finish"}
+        payload = fixture("background/SubagentStop.json")
+        payload.update(agent_id=agent, agent_type="parallel:parallel-task-executor",
+                       last_assistant_message=f"```json\n{json.dumps(report)}\n```\n")
+        assert hooks.out("SubagentStop", payload) is None
+
+    stop("agentfirst01", "failed")
+    assert runs.task_states(run)["t1"].state == "failed"
+    _, out, _ = execute(repo, capsys, "--run", run.id, "--retry-failed")
+    assert [c["description"] for c in calls_in(out)] == ["t1"]
+    sha = git_commit(Path(setup["worktree"]), "t1 done", {"t1.txt": "x\n"})
+    git(repo, "push", "-q", "origin", setup["branch"])
+    stop("agentsecond2", "done", sha)
+    ends = [e["state"] for e in events.read_events(run.dir, event="task_end")]
+    assert ends == ["failed", "done"]
+    assert runs.task_states(run)["t1"].state == "done"

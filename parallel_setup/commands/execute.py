@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import events, pool, runs, verify
+from .. import pool, runs, verify
 from ..errors import FatalError
 from ..paths import find_project_root
 from ..plans import load_plan_file
@@ -113,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
         for tid in launch:  # dependency issues and branches are known now
             runs.render_task(run_, tid, jinja=jinja, states=states)
     if launch:
-        wave = 1 + sum(1 for _ in events.read_events(run_.dir, event="launch"))
-        run_.event("launch", wave=launch, number=wave, foreground=foreground)
+        runs.launch_tasks(run_, launch, foreground)
     print(spawn_instructions(run_, launch, waiting, states, foreground=foreground, resumed=resumed,
                              base_note=base_note, jinja=jinja), end="")
     return 0
