@@ -133,6 +133,27 @@ def test_subagent_stop_killed_before_it_wrote_anything_is_lost_after_the_bound(h
     assert states(project, now=now + 3600)["alpha"].state in ("lost", "unverified")
 
 
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15, 0.3, 0.6, 1.2])
+def test_a_subagent_stop_killed_at_any_point_leaves_a_state_that_resolves(hooks, project, tmp_path, delay):
+    sha = make_task_branch(project, 1)
+    setup_end(project, "alpha", 1)
+    launched(hooks)
+    hang_remote(project, tmp_path)
+    proc = start_hook(hooks, "SubagentStop", stop_payload(project, sha))
+    time.sleep(delay)
+    kill_group(proc)
+    # Whatever was on disk when it died: never "running" for good. After the lease it is
+    # unverified (a recheck verifies it), or with no trace of the end it is lost (relaunched).
+    much_later = time.time() + 7200
+    assert states(project, now=much_later)["alpha"].state in ("unverified", "lost")
+    heal_remote(project)
+    from parallel_setup import verify as verify_
+    info = json.loads((project / RUN / "run.json").read_text())
+    if states(project, now=much_later)["alpha"].state == "unverified":
+        assert verify_.recheck(project, project / RUN, info, ["alpha"])["alpha"].state == "done"
+        assert states(project, now=much_later)["alpha"].state == "done"
+
+
 def test_verification_stays_inside_its_budget(hooks, project, tmp_path):
     sha = make_task_branch(project, 1)
     setup_end(project, "alpha", 1)
