@@ -6,7 +6,8 @@ concurrent hooks never rewrite a shared file:
 * ``spawn-<tool_use_id>``  the task an Agent call spawned (PreToolUse);
 * ``agent-<agent_id>``     the task a subagent runs ("" while unknown);
 * ``blocked-<agent_id>``   the SubagentStop gate fired once for this agent;
-* ``ended-<task_id>``      the task's ``task_end`` was written (exactly once).
+* ``ended-<task_id>``      the current attempt's end is being recorded or was (once per attempt:
+  ``runs.launch_tasks`` removes it when execute launches the task again).
 """
 
 from __future__ import annotations
@@ -185,8 +186,10 @@ def context(event: str, text: str) -> dict:
     return {"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}}
 
 
-def read_text(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
+def read_text(path: str, follow: bool = True) -> str:
+    """A file's text; ``follow=False`` refuses a symlink in its last part (``O_NOFOLLOW``)."""
+    flags = os.O_RDONLY | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
+    with open(os.open(path, flags), encoding="utf-8") as f:
         return f.read()
 
 

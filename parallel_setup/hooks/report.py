@@ -2,7 +2,7 @@
 
 Three hooks may see the same final text (SubagentStop, the foreground PostToolUse,
 the background ``<task-notification>``); whichever comes first ingests it, and the
-``ended-<task>`` marker makes sure ``task_end`` is written once.
+``ended-<task>`` marker makes sure ``task_end`` is written once per attempt.
 """
 
 from __future__ import annotations

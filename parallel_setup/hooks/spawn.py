@@ -29,7 +29,7 @@ def pre_tool_use(ctx: Ctx):
     if prompt_path is None:
         return None
     try:
-        full = read_text(prompt_path)
+        full = read_text(prompt_path, follow=False)  # a link swapped in after the check fails here
     except (OSError, UnicodeDecodeError):
         return None  # without the hook the subagent reads the file itself
     ctx.use_run(run)
