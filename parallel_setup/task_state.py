@@ -12,8 +12,9 @@ States:
 * ``failed``        its agent reported failure;
 * ``unverified``    it reported done but a claim did not check out, or the hook verifying
   it was killed before it wrote its verdict (``status --recheck`` verifies again);
-* ``lost``          launched, but no sign of its agent for :func:`lost_after` seconds and no
-  end recorded (its session ended without SubagentStop): ``execute --run`` relaunches it.
+* ``lost``          launched, but no sign of its agent for :func:`lost_after` seconds (no
+  event, its output file and its worktree unchanged) and no end recorded (its session
+  ended without SubagentStop): ``execute --run`` relaunches it.
 
 Standard library only, no ``pathlib``/``dataclasses``/``typing``: the hooks import it.
 """
@@ -182,14 +183,36 @@ def _task_end(st: TaskState, e: dict) -> None:
 
 
 def _sign_of_life(st: TaskState) -> float:
-    """The latest time the task's agent was seen: its events, or its output file changing."""
+    """The latest time the task's agent was seen: its events, its output file changing, or
+    work in its worktree (a file added there, ``git add``/``git commit`` touching its index
+    and HEAD log)."""
     seen = st.last_seen or 0.0
-    if st.output_file:
+    for path in [st.output_file] + _worktree_files(st.worktree):
+        if not path:
+            continue
         try:
-            seen = max(seen, os.stat(st.output_file).st_mtime)
+            seen = max(seen, os.stat(path).st_mtime)
         except (OSError, ValueError):
             pass
     return seen
+
+
+def _worktree_files(worktree) -> list:
+    """The worktree folder and the files git updates as work is staged and committed there."""
+    if not isinstance(worktree, str) or not os.path.isabs(worktree):
+        return []
+    paths = [worktree]
+    try:
+        with open(os.path.join(worktree, ".git"), encoding="utf-8") as f:
+            line = f.read(4096).strip()
+    except (OSError, UnicodeDecodeError):
+        return paths
+    if line.startswith("gitdir:"):
+        gitdir = line[len("gitdir:"):].strip()
+        if not os.path.isabs(gitdir):
+            gitdir = os.path.join(worktree, gitdir)
+        paths += [os.path.join(gitdir, "index"), os.path.join(gitdir, "logs", "HEAD")]
+    return paths
 
 
 def counts(states) -> dict:

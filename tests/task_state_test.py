@@ -120,6 +120,20 @@ def test_a_lost_task_is_shown_lost_and_relaunched_from_a_new_session(repo, capsy
     assert "keep the commits and changes that are there" in run.prompt_path("t1").read_text()
 
 
+def test_an_agent_still_committing_in_its_worktree_is_not_lost(repo, capsys, monkeypatch):
+    write_plan(repo, n=1)
+    _, out, _ = execute(repo, capsys)
+    run = runs.load_run(repo, run_id_in(out))
+    worktree = __import__("pathlib").Path(runs.run_setup(run, "t1")["worktree"])
+    monkeypatch.setenv("PARALLEL_LOST_AFTER", "1")
+    time.sleep(1.5)
+    assert runs.task_states(run)["t1"].state == "lost"  # no event and no work for longer than the bound
+    (worktree / "sub").mkdir()
+    (worktree / "sub" / "f.txt").write_text("x\n")
+    git(worktree, "add", "sub/f.txt")  # the agent at work: its worktree's index changes
+    assert runs.task_states(run)["t1"].state == "running"
+
+
 def test_multi_wave_metrics_measure_each_waves_setup(tmp_path):
     project = tmp_path / "p"
     project.mkdir()
