@@ -196,3 +196,33 @@ def test_a_relaunched_task_has_its_new_end_recorded(repo, capsys, plugin_copy, t
     ends = [e["state"] for e in events.read_events(run.dir, event="task_end")]
     assert ends == ["failed", "done"]
     assert runs.task_states(run)["t1"].state == "done"
+
+
+def test_every_reader_survives_random_event_records(tmp_path):
+    """Fuzz: records of known kinds with fields of random types, appended to a run's log.
+    Status (text, JSON, HTML), the hooks' summary and the derivation never raise."""
+    import random
+    from parallel_setup.commands.status import render_text
+    project = tmp_path / "p"
+    project.mkdir()
+    run_dir = make_run(project, [{"id": "a", "title": "A"}, {"id": "b", "title": "B", "depends_on": ["a"]}])
+    rng = random.Random(3)
+    kinds = ["launch", "spawn", "agent_launched", "agent_start", "setup_start", "step_start", "step_end",
+             "gh_call", "retry", "setup_end", "agent_stop", "task_ending", "task_end", "notified", "main_stop"]
+    values = [None, True, 0, -1, 7, 1.5, 1e308, "", "x", "a", "done", "failed", [], ["a"], [1, None], {},
+              {"total": 1.0, "issue": "x"}, {"branch": 3, "issue": "1", "commits": [1]}, {"a": {"b": []}}]
+    fields = list(events.FIELD_TYPES) + ["exit", "http_status", "background", "facts", "ok"]
+    with open(run_dir / "events.jsonl", "a", encoding="utf-8") as f:
+        for i in range(1500):
+            record = {"t": rng.choice([T0 + rng.random() * 100] * 6 + values), "event": rng.choice(kinds),
+                      "run": RUN_ID, "task": rng.choice(["a", "b", None, 5, ["a"]])}
+            for key in rng.sample(fields, rng.randint(0, 6)):
+                record[key] = rng.choice(values)
+            f.write(json.dumps(record) + "\n")
+    for now in (T0 + 50, T0 + 10 ** 6):
+        st = status.load_run(project, RUN_ID, now=now)
+        render_text(st, 100)
+        render_html(st)
+        json.dumps(st.to_dict())
+        task_state.derive(run_dir, ["a", "b"], now=now)
+    summary.run_summary(project, RUN_ID, ["a", "b"])
