@@ -110,10 +110,19 @@ def ingest(ctx: Ctx, run: str, task: str, agent_id, text, via: str) -> dict | No
     """
     run_dir = ctx.use_run(run)
     report, problem = parse_report(text)
+    if os.path.exists(ctx.marker(run, "ended", task)):
+        return None  # this attempt's end is recorded (or being recorded) already
+    # The lease comes before the claim: a hook killed before it leaves no claim, so the next
+    # hook seeing the same report (the notification) still records the end; one killed after
+    # it leaves a lease that resolves. A second lease after the end is ignored (task_state).
+    if report is not None:
+        save_report(ctx.task_dir(run, task), report, via, agent_id)
+    budget = verify.hook_budget()
+    ctx.record(run, "task_ending", task, via=via, agent_id=agent_id, lease=budget)
     if not ctx.claim_marker(run, "ended", task, via):
         return None
     try:
-        return _record_end(ctx, run, run_dir, task, agent_id, report, problem, via)
+        return _record_end(ctx, run, run_dir, task, agent_id, report, problem, via, budget)
     except BaseException:
         ctx.drop_marker(run, "ended", task)  # let a later hook try again
         raise
@@ -128,12 +137,8 @@ def save_report(task_dir: str, report: dict, via: str, agent_id) -> None:
     os.replace(tmp, os.path.join(task_dir, "report.json"))
 
 
-def _record_end(ctx, run, run_dir, task, agent_id, report, problem, via) -> dict:
+def _record_end(ctx, run, run_dir, task, agent_id, report, problem, via, budget) -> dict:
     run_info = load_json(os.path.join(run_dir, "run.json")) or {}
-    if report is not None:
-        save_report(ctx.task_dir(run, task), report, via, agent_id)
-    budget = verify.hook_budget()
-    ctx.record(run, "task_ending", task, via=via, agent_id=agent_id, lease=budget)
     verdict = verify.verify_task(ctx.project, run_info, task, report,
                                  missing_report=problem, run_dir=run_dir, budget=budget)
     ctx.record(run, "task_end", task, state=verdict.state, failed_claims=verdict.failed_claims,
