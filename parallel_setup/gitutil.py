@@ -21,6 +21,44 @@ def git_common_dir(project: Path) -> Path | None:
     return Path(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else None
 
 
+def is_bare(project: Path) -> bool:
+    """Whether ``project`` is a bare repository (a git directory with no working tree)."""
+    proc = git(project, "rev-parse", "--is-bare-repository", check=False)
+    return proc.returncode == 0 and proc.stdout.strip() == "true"
+
+
+def default_branch(project: Path, ask_remote: bool = True) -> tuple[str, str] | None:
+    """``(branch, how it was found)``: origin's default branch, else the checked-out branch.
+
+    Origin's default is ``refs/remotes/origin/HEAD`` (set by ``git clone``), else, when
+    ``ask_remote``, what ``git ls-remote --symref origin HEAD`` says (one network call).
+    Without either, the local HEAD's branch. None when HEAD is detached and origin says nothing.
+    """
+    has_origin = git(project, "remote", "get-url", "origin", check=False).returncode == 0
+    unknown = ""
+    if has_origin:
+        proc = git(project, "symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD", check=False)
+        name = proc.stdout.strip()
+        if proc.returncode == 0 and name.startswith("origin/") and name != "origin/HEAD":
+            return name[len("origin/"):], "origin's default branch"
+        if ask_remote:
+            try:
+                proc = git(project, "ls-remote", "--symref", "origin", "HEAD", check=False, timeout=60)
+            except subprocess.TimeoutExpired:
+                proc = None
+            for line in (proc.stdout.splitlines() if proc and proc.returncode == 0 else []):
+                if line.startswith("ref: refs/heads/") and line.endswith("\tHEAD"):
+                    return line[len("ref: refs/heads/"):-len("\tHEAD")], "origin's default branch"
+            unknown = "origin did not say its default branch"
+        else:
+            unknown = "origin's default branch is not known locally"
+    proc = git(project, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+    if proc.returncode == 0 and proc.stdout.strip():
+        why = unknown or "no origin remote"
+        return proc.stdout.strip(), f"the checked-out branch ({why})"
+    return None
+
+
 def ensure_excluded(project: Path) -> bool:
     """Add ``.parallel/`` and ``worktrees/`` to .git/info/exclude, once.
 

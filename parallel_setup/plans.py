@@ -113,7 +113,7 @@ class Task:
 class Plan:
     name: str
     goal: str
-    base_branch: str
+    base_branch: str | None  # None: origin's default branch (runs.choose_base)
     issue_mode: str
     repository: str | None
     labels: list[str]
@@ -216,7 +216,7 @@ def _build(data: dict, warnings: list[Problem]) -> Plan:
             labels=list(t.get("labels") or []),
         ))
     return Plan(
-        name=data["name"], goal=data["goal"], base_branch=data.get("base_branch") or "main",
+        name=data["name"], goal=data["goal"], base_branch=data.get("base_branch") or None,
         issue_mode=issues.get("mode") or "auto", repository=issues.get("repository"),
         labels=list(issues.get("labels") or []), copy_files=list(defaults.get("copy_files") or []),
         tasks=tasks, data=data, warnings=warnings,

@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import __version__, events, task_state
 from .errors import FatalError
-from .gitutil import ensure_excluded, git, git_common_dir
+from .gitutil import default_branch, ensure_excluded, git, git_common_dir, is_bare
 from .issue_mode import ModeDecision, decide_mode
 from .paths import run_dir as _run_dir, runs_dir
 from .plans import GITHUB_BODY_MAX, GITHUB_TITLE_MAX, Plan, PlanInvalid, Task, load_plan_file, parse_plan
@@ -174,9 +174,10 @@ def check_run_inputs(project: Path, plan: Plan) -> None:
         p = Path(f)
         if p.is_absolute() or ".." in p.parts or f.startswith("~"):
             problems.append(f"defaults.copy_files: {f!r} must be a path inside the repository (no '..', not absolute)")
-    proc = git(project, "check-ref-format", "--branch", plan.base_branch, check=False)
-    if proc.returncode != 0 or plan.base_branch.startswith("-"):
-        problems.append(f"base_branch {plan.base_branch!r} is not a valid branch name")
+    if plan.base_branch is not None:
+        proc = git(project, "check-ref-format", "--branch", plan.base_branch, check=False)
+        if proc.returncode != 0 or plan.base_branch.startswith("-"):
+            problems.append(f"base_branch {plan.base_branch!r} is not a valid branch name")
     if problems:
         raise FatalError("the plan cannot be run:\n  " + "\n  ".join(problems))
 
@@ -189,29 +190,106 @@ def _ref_exists(project: Path, ref: str) -> bool:
     return git(project, "show-ref", "--verify", "--quiet", ref, check=False).returncode == 0
 
 
-def resolve_base(project: Path, base_branch: str, fetch: bool = True) -> Tuple[str, str]:
-    """The start point for task branches and a note on how it was found.
+@dataclass(frozen=True)
+class Base:
+    """Where a run's tasks branch from, and why."""
+
+    branch: str  # the base branch's name
+    ref: str  # ``origin/<branch>``, or ``<branch>`` (no origin, origin lacks it, or base_local)
+    note: str  # how it was chosen, for the spawn instructions
+    local_ahead: int  # commits on the local branch that origin/<branch> lacks (0: none, or no such pair)
+
+
+def choose_base(project: Path, base_branch: Optional[str], fetch: bool = True, local: bool = False,
+                pinned_by: str = "plan") -> Base:
+    """The base of a run: the plan's ``base_branch``, else origin's default branch.
 
     ``origin/<base>`` (fetched once, here) when there is an origin, else the local branch.
+    ``local``: the local branch even when origin has one (``execute --base-local``); the
+    note says when the local branch has commits origin lacks, and how many.
+    ``pinned_by``: who named ``base_branch`` (``plan``, or ``caller``), for the error when it is missing.
     """
-    note = ""
-    if has_origin(project):
-        if fetch:
-            proc = git(project, "fetch", "--quiet", "origin", base_branch, check=False, timeout=180)
-            if proc.returncode == 0:
-                # A fetch of one branch updates origin/<base> when the remote is configured normally.
-                note = f"fetched origin {base_branch}"
-            else:
-                note = f"git fetch origin {base_branch} failed ({(proc.stderr.strip().splitlines() or ['?'])[-1]})"
-        if _ref_exists(project, f"refs/remotes/origin/{base_branch}"):
-            return f"origin/{base_branch}", note or "origin (not fetched)"
-        if _ref_exists(project, f"refs/heads/{base_branch}"):
-            return base_branch, (note + "; " if note else "") + f"origin has no {base_branch}: using the local branch"
-        raise FatalError(f"base branch '{base_branch}' exists neither on origin nor locally"
-                         + (f" ({note})" if note else ""))
-    if _ref_exists(project, f"refs/heads/{base_branch}"):
-        return base_branch, "no origin remote: the local branch"
-    raise FatalError(f"base branch '{base_branch}' does not exist (set base_branch in the plan)")
+    chosen_by = pinned_by if base_branch is not None else "default"
+    if base_branch is None:
+        found = default_branch(project, ask_remote=fetch)
+        if found is None:
+            raise FatalError("cannot choose a base branch: HEAD is detached and origin does not say its default "
+                             "branch; set base_branch in the plan")
+        base_branch, how = found
+    else:
+        how = "the plan's base_branch"
+    notes = [how]
+    origin = has_origin(project)
+    if origin and fetch:
+        proc = git(project, "fetch", "--quiet", "origin", base_branch, check=False, timeout=180)
+        # A fetch of one branch updates origin/<base> when the remote is configured normally.
+        notes.append("fetched" if proc.returncode == 0 else
+                     f"git fetch origin {base_branch} failed ({(proc.stderr.strip().splitlines() or ['?'])[-1]})")
+    on_origin = origin and _ref_exists(project, f"refs/remotes/origin/{base_branch}")
+    on_local = _ref_exists(project, f"refs/heads/{base_branch}")
+    if not on_origin and not on_local:
+        raise FatalError(_missing_base(project, base_branch, chosen_by, "; ".join(notes[1:])))
+    ahead = 0
+    if on_origin and on_local:
+        count = git(project, "rev-list", "--count", f"origin/{base_branch}..refs/heads/{base_branch}", check=False)
+        ahead = int(count.stdout.strip() or 0) if count.returncode == 0 else 0
+    if local:
+        if not on_local:
+            raise FatalError(f"--base-local: there is no local branch '{base_branch}' (only origin/{base_branch})")
+        ref = base_branch
+        notes.append("the local branch, as --base-local asked"
+                     + (f": {_commits(ahead)} ahead of origin/{base_branch}" if ahead else ""))
+    elif on_origin:
+        ref = f"origin/{base_branch}"
+        if ahead:
+            notes.append(f"local {base_branch} is {_commits(ahead)} ahead of origin/{base_branch}: the tasks start "
+                         f"without them; push them, or add --base-local to start from local {base_branch}")
+    else:
+        ref = base_branch
+        notes.append(f"origin has no {base_branch}: the local branch" if origin else "no origin remote: the local branch")
+    return Base(base_branch, ref, "; ".join(notes), ahead)
+
+
+def resolve_base(project: Path, base_branch: Optional[str], fetch: bool = True,
+                 local: bool = False) -> Tuple[str, str]:
+    """``(ref, note)`` of ``choose_base``: the start point for task branches and how it was found."""
+    base = choose_base(project, base_branch, fetch=fetch, local=local, pinned_by="caller")
+    return base.ref, base.note
+
+
+def _commits(n: int) -> str:
+    return f"{n} commit{'s' if n != 1 else ''}"
+
+
+def _missing_base(project: Path, branch: str, chosen_by: str, fetch_note: str) -> str:
+    """The error for a base branch that does not exist, with the branches that do and the fix.
+
+    ``chosen_by``: ``plan`` (the plan's base_branch), ``default`` (origin's default) or ``caller``.
+    """
+    listed = git(project, "for-each-ref", "--format=%(refname:short)", "refs/heads/", "refs/remotes/origin/",
+                 check=False).stdout.split()
+    names = [n for n in listed if n not in ("origin", "origin/HEAD")]
+    what = {"plan": f"base branch '{branch}' (the plan's base_branch)",
+            "default": f"the default base branch '{branch}'"}.get(chosen_by, f"base branch '{branch}'")
+    msg = f"{what} exists neither on origin nor locally" + (f" ({fetch_note})" if fetch_note else "")
+    if not names:
+        return msg + "; the repository has no branches yet: make a first commit"
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    if chosen_by == "caller":
+        return msg + f" (branches: {shown})"
+    msg += f". Branches: {shown}. Set base_branch in the plan to one of them"
+    if chosen_by == "plan":
+        default = default_branch(project, ask_remote=True)
+        if default and default[0] != branch:
+            msg += f", or remove it to start from {default[0]}, {default[1]}"
+    return msg
+
+
+def check_checkout(project: Path) -> None:
+    """Refuse a bare repository: tasks need a checkout to add their worktrees from."""
+    if is_bare(project):
+        raise FatalError(f"{project} is a bare repository (no working tree): parallel adds each task's worktree "
+                         "beside a checkout; clone it (git clone " + str(project) + ") and run there")
 
 
 def _plan_labels(plan: Plan) -> List[str]:
@@ -258,7 +336,7 @@ def create_run(project: Union[str, os.PathLike], plan: Union[Plan, str, os.PathL
                decision: Optional[ModeDecision] = None, env: Optional[Mapping[str, str]] = None,
                max_concurrency: int = DEFAULT_MAX_CONCURRENCY, background: bool = True,
                issue_updates: str = "comment", labels: bool = True, fetch: bool = True,
-               worktree_pool: Optional[Union[str, os.PathLike]] = None,
+               worktree_pool: Optional[Union[str, os.PathLike]] = None, base_local: bool = False,
                run_id: Optional[str] = None, now: Optional[float] = None) -> Run:
     """Create a run from a plan (a Plan or a plan file) and render every task's files.
 
@@ -274,6 +352,7 @@ def create_run(project: Union[str, os.PathLike], plan: Union[Plan, str, os.PathL
         issue_updates: ``comment`` (the subagent comments its result on the issue) or ``none``.
         labels: create the plan's labels on GitHub once for the run (github mode).
         fetch: ``git fetch origin <base>`` once before the tasks branch from it.
+        base_local: start from the local base branch even when origin has it (``--base-local``).
         worktree_pool: the worktree pool the setup scripts claim worktrees from
             (``pool.pool_dir(project)``), or None for ``git worktree add`` every time.
         run_id, now: pin the run id and the "planning ended" time (snapshots, tests).
@@ -284,6 +363,7 @@ def create_run(project: Union[str, os.PathLike], plan: Union[Plan, str, os.PathL
     project = Path(project).resolve()
     if git_common_dir(project) is None:
         raise FatalError(f"{project} is not a git repository; parallel needs one (git init, and a first commit)")
+    check_checkout(project)
     plan_obj, shown = _load_plan(plan, project)
     plan_path = plan_path if plan_path is not None else shown
     if issue_updates not in ISSUE_UPDATES:
@@ -292,7 +372,8 @@ def create_run(project: Union[str, os.PathLike], plan: Union[Plan, str, os.PathL
         raise FatalError("--max-concurrency must be at least 1")
     check_run_inputs(project, plan_obj)
     ensure_excluded(project)
-    base_ref, base_note = resolve_base(project, plan_obj.base_branch, fetch=fetch)
+    base = choose_base(project, plan_obj.base_branch, fetch=fetch, local=base_local)
+    base_ref, base_note = base.ref, base.note
     # Every task of the run branches from this commit, even if base_ref moves on meanwhile.
     base_commit = git(project, "rev-parse", "--verify", "--quiet", base_ref + "^{commit}").stdout.strip()
     if decision is None:
@@ -311,8 +392,8 @@ def create_run(project: Union[str, os.PathLike], plan: Union[Plan, str, os.PathL
         "format": FORMAT, "id": run_id, "created_at": round(started, 6), "project": str(project),
         "plan_path": plan_path, "plan": plan_obj.data,
         "issue_mode": decision.mode, "mode_reason": decision.reason,
-        "repository": decision.repository_full, "base_ref": base_ref, "base_commit": base_commit,
-        "base_note": base_note, "worktree_pool": str(worktree_pool) if worktree_pool else None,
+        "repository": decision.repository_full, "base_branch": base.branch, "base_local": base_local,
+        "base_ref": base_ref, "base_commit": base_commit, "base_note": base_note, "base_local_ahead": base.local_ahead, "worktree_pool": str(worktree_pool) if worktree_pool else None,
         "labels": wanted_labels, "labels_ok": True, "labels_note": "",
         "max_concurrency": max_concurrency, "tasks": [t.id for t in plan_obj.tasks],
         "background": background, "issue_updates": issue_updates, "has_origin": has_origin(project),
@@ -387,6 +468,28 @@ def load_run(project: Union[str, os.PathLike], run_id: Optional[str] = None) -> 
     return Run(project, run_id, data, plan)
 
 
+def active_runs(project: Path, plan_name: str, plan_path: Optional[str] = None) -> List[Tuple[str, Dict[str, int]]]:
+    """Runs of this plan (same name, or same plan file) with a task still pending or running.
+
+    Newest first, each with its counts of pending and running tasks (from ``task_states``).
+    """
+    found = []
+    for run_id in reversed(list_runs(project)):
+        try:
+            run = load_run(project, run_id)
+        except (FatalError, KeyError, TypeError, ValueError):
+            continue  # a damaged run is status's business, not a reason to refuse a new one
+        if run.plan.name != plan_name and not (plan_path and run.data.get("plan_path") == plan_path):
+            continue
+        counts: Dict[str, int] = {}
+        for st in task_states(run).values():
+            if st.state in ("pending", "running"):
+                counts[st.state] = counts.get(st.state, 0) + 1
+        if counts:
+            found.append((run_id, counts))
+    return found
+
+
 # --------------------------------------------------------------------------
 # Rendering a task
 
@@ -437,7 +540,7 @@ def template_context(run: Run, task_id: str, states: Optional[Dict[str, "TaskSta
                 "labels_note": data.get("labels_note", ""), "background": data.get("background", True),
                 "issue_updates": data.get("issue_updates", "comment"), "has_origin": data.get("has_origin", False),
                 "task_count": len(data["tasks"])},
-        "plan": {"name": run.plan.name, "goal": run.plan.goal, "base_branch": run.plan.base_branch,
+        "plan": {"name": run.plan.name, "goal": run.plan.goal, "base_branch": data.get("base_branch") or run.plan.base_branch,
                  "task_count": len(run.plan.tasks), "copy_files": list(run.plan.copy_files)},
         "task": _task_dict(task),
         "dependencies": deps,

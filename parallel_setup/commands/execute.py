@@ -37,7 +37,13 @@ Tasks waiting on dependencies, or beyond the concurrency limit, are listed as
 waiting; launch them later with `execute --run RUN_ID`, which never launches a
 finished or running task again. It verifies unverified tasks again first, and
 relaunches lost tasks (no sign of their agent for PARALLEL_LOST_AFTER seconds,
-default 1800, and no end recorded) reusing their issue, worktree and commits."""
+default 1800, and no end recorded) reusing their issue, worktree and commits.
+While a run of the plan still has pending or running tasks, a new run of it is
+refused unless --new-run is given.
+
+The base is the plan's base_branch, else origin's default branch (else the
+checked-out branch): tasks start from origin/<base> after one fetch, or from the
+local branch with --base-local (execute says when the local branch is ahead)."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +67,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --run: launch again what is not done: failed, setup failed and (after their "
                         "recheck) unverified tasks; their setup reuses their issue, worktree and commits")
     p.add_argument("--no-fetch", action="store_true", help="do not git fetch the base branch from origin")
+    p.add_argument("--base-local", action="store_true",
+                   help="start the tasks from the local base branch, with its commits that origin lacks "
+                        "(default: origin/<base>; execute says when the local branch is ahead)")
+    p.add_argument("--new-run", action="store_true",
+                   help="start another run even though a run of this plan still has pending or running tasks "
+                        "(default: refuse, and name the run to resume with --run)")
     p.add_argument("--no-pool", action="store_true",
                    help="do not hand out worktrees from the worktree pool in this run (see `pool --help`)")
     p.set_defaults(func=run)
@@ -72,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         raise FatalError("give a plan or --run RUN_ID, not both")
     if (args.task or args.retry_failed) and not args.run:
         raise FatalError("--task and --retry-failed need --run RUN_ID")
+    if args.run and (args.new_run or args.base_local):
+        raise FatalError("--new-run and --base-local start a new run; --run RUN_ID resumes one")
+    runs.check_checkout(project)
     if args.max_concurrency is not None and args.max_concurrency < 1:
         raise FatalError("--max-concurrency must be at least 1")
 
@@ -83,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         resumed = True
         base_note = ""
         if not args.no_fetch and run_.data.get("has_origin"):
-            _, base_note = runs.resolve_base(project, run_.plan.base_branch, fetch=True)
+            _, base_note = runs.resolve_base(project, run_.data.get("base_branch") or run_.plan.base_branch,
+                                             fetch=True, local=bool(run_.data.get("base_local")))
     else:
         path = resolve_plan_path(project, args.plan)
         plan = load_plan_file(path, project=project)
@@ -93,11 +109,13 @@ def run(args: argparse.Namespace) -> int:
             shown = str(Path(path).resolve().relative_to(project))
         except ValueError:
             shown = str(path)
+        if not args.new_run:
+            refuse_second_run(project, plan.name, shown)
         worktree_pool = None if args.no_pool else _pool_for_run(project)
         run_ = runs.create_run(project, plan, plan_path=shown, mode=args.mode,
                                max_concurrency=args.max_concurrency or runs.DEFAULT_MAX_CONCURRENCY,
                                background=not args.foreground, issue_updates=args.issue_updates,
-                               fetch=not args.no_fetch, worktree_pool=worktree_pool)
+                               fetch=not args.no_fetch, worktree_pool=worktree_pool, base_local=args.base_local)
         resumed = False
         base_note = run_.data.get("base_note", "")
 
@@ -117,6 +135,18 @@ def run(args: argparse.Namespace) -> int:
     print(spawn_instructions(run_, launch, waiting, states, foreground=foreground, resumed=resumed,
                              base_note=base_note, jinja=jinja), end="")
     return 0
+
+
+def refuse_second_run(project: Path, plan_name: str, plan_path: str) -> None:
+    """A run of this plan still has work: starting another would do every task (and issue) twice."""
+    active = runs.active_runs(project, plan_name, plan_path)
+    if not active:
+        return
+    run_id, counts = active[0]
+    what = " and ".join(f"{n} {state}" for state, n in sorted(counts.items(), reverse=True))
+    others = f" (and {len(active) - 1} other active run(s) of it)" if len(active) > 1 else ""
+    raise FatalError(f"plan '{plan_name}' already has an active run {run_id} ({what} task(s)){others}: "
+                     f"resume it with `execute --run {run_id}`, or add --new-run to start another run")
 
 
 def _pool_for_run(project: Path):

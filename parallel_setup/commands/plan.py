@@ -111,12 +111,15 @@ def display_path(project: Path, path: Path) -> str:
         return str(path)
 
 
+DEFAULT_BASE = "origin's default branch"
+
+
 def summarize(plan: Plan, filename: str) -> str:
     """The human summary: waves, tasks, owned files, overlaps."""
     waves = plan.waves()
     lines = [f"Plan '{plan.name}': {plan.goal.strip().splitlines()[0]}",
              f"File: {filename}",
-             f"Base branch: {plan.base_branch}; issues: {plan.issue_mode}"
+             f"Base branch: {plan.base_branch or DEFAULT_BASE}; issues: {plan.issue_mode}"
              + (f" ({plan.repository})" if plan.repository else "")
              + (f"; labels: {', '.join(plan.labels)}" if plan.labels else ""),
              f"{len(plan.tasks)} task(s) in {len(waves)} wave(s)"]

@@ -181,7 +181,10 @@ def test_user_errors(repo, capsys):
     assert code == 1 and "GitHub issues were asked for, but the gh CLI is not installed" in err
     write_plan(repo, base_branch="nope")
     code, _, err = execute(repo, capsys)
-    assert code == 1 and "base branch 'nope' exists neither on origin nor locally" in err
+    assert (code, err) == (1, "parallel-setup: base branch 'nope' (the plan's base_branch) exists neither on origin "
+                              "nor locally (git fetch origin nope failed (fatal: couldn't find remote ref nope)). "
+                              "Branches: main, origin/main. Set base_branch in the plan to one of them, or remove it "
+                              "to start from main, origin's default branch\n")
     write_plan(repo, defaults={"copy_files": ["../secrets"]})
     code, _, err = execute(repo, capsys)
     assert code == 1 and "'../secrets' must be a path inside the repository" in err
@@ -200,7 +203,7 @@ def test_falls_back_to_local_when_gh_is_unauthenticated(repo, capsys, monkeypatc
                 "(gh auth status: ") in out
         run = runs.load_run(repo, run_id_in(out))
         assert run.mode == "local" and "not authenticated" in run.data["mode_reason"]
-        code, out, err = execute(repo, capsys, "--mode", "github")
+        code, out, err = execute(repo, capsys, "--mode", "github", "--new-run")
         assert code == 1 and "GitHub issues were asked for, but gh is not authenticated" in err
 
 

@@ -111,7 +111,8 @@ def test_bad_sizes_and_unknown_branches_are_refused(repo, capsys):
     assert "--size: must be from 1 to 100" in capsys.readouterr().err
     code, _, err = cmd(repo, capsys, "on", "--base", "no-such-branch")
     assert code == 1
-    assert err == "parallel-setup: base branch 'no-such-branch' exists neither on origin nor locally\n"
+    assert err == ("parallel-setup: base branch 'no-such-branch' exists neither on origin nor locally "
+                   "(branches: main, origin/main)\n")
     assert not pool.settings_path(repo).exists()
 
 
@@ -296,7 +297,7 @@ def test_an_empty_pool_or_a_damaged_setting_never_stops_a_run(repo, capsys):
     assert code == 0, err
     assert "- Worktree pool: empty (every task runs git worktree add)\n" in out
     pool.settings_path(repo).write_text("{not json")
-    code, out, err = execute(repo, capsys)
+    code, out, err = execute(repo, capsys, "--new-run")
     assert code == 0, err
     assert err.startswith(f"warning: not using the worktree pool: {pool.settings_path(repo)} is not valid JSON")
     assert runs.load_run(repo, run_id_in(out)).data["worktree_pool"] is None
