@@ -16,6 +16,23 @@ PLUGIN_PARTS = [".claude-plugin", "commands", "agents", "hooks", "scripts", "tem
                 "schemas", "parallel_setup", "README.md", "LICENSE", "assets"]
 
 
+#: Build and install artefacts no test may leave in the checkout (a plugin install copies the folder).
+ARTEFACTS = ["build", "dist", "node_modules", "*.egg-info"]
+
+
+def _artefacts() -> set:
+    return {p.name for pattern in ARTEFACTS for p in REPO_ROOT.glob(pattern)}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _checkout_stays_clean():
+    """Fails the session (at teardown) when a test left build/, *.egg-info... in the plugin folder."""
+    before = _artefacts()
+    yield
+    left = sorted(_artefacts() - before)
+    assert not left, f"tests left {', '.join(left)} in {REPO_ROOT}: build from a copy, install outside the checkout"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_git_config(tmp_path_factory):
     """No user or system git config, a fixed identity: results cannot depend on the machine."""

@@ -1,8 +1,11 @@
 """Run the real Claude Code CLI offline against tests.support.messages_api.MessagesAPIServer.
 
-Binary lookup: env CLAUDE_BIN, else <repo>/node_modules/@anthropic-ai/claude-code-linux-x64/claude
-(npm 11 skips the postinstall, so node_modules/.bin/claude is only a placeholder), else `claude`
-on PATH. Missing binary: pytest.skip locally, pytest.fail when env CI is set (CI installs it).
+Binary lookup: env CLAUDE_BIN (./run-tests sets it), else the pinned version where ./run-tests
+installs it, outside the plugin folder: ``$CACHE/claude-code/<version>/node_modules/@anthropic-ai/
+claude-code-linux-<arch>/claude`` with ``$CACHE`` = ``${PARALLEL_DEV_CACHE:-${XDG_CACHE_HOME:-~/.cache}/
+parallel-setup-dev}`` (npm 11 skips the postinstall, so node_modules/.bin/claude is only a
+placeholder), else `claude` on PATH. Missing binary: pytest.skip locally, pytest.fail when env
+CI is set (CI installs it).
 """
 
 from __future__ import annotations
@@ -17,7 +20,27 @@ from typing import Iterable, Mapping
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NPM_BINARY = REPO_ROOT / "node_modules" / "@anthropic-ai" / "claude-code-linux-x64" / "claude"
+
+
+def pinned_version() -> str:
+    """The pinned CLI version: ``CLAUDE_CODE_VERSION=`` in ./run-tests (its one definition)."""
+    for line in (REPO_ROOT / "run-tests").read_text(encoding="utf-8").splitlines():
+        if line.startswith("CLAUDE_CODE_VERSION="):
+            return line.split("=", 1)[1].split()[0]
+    raise AssertionError("run-tests defines no CLAUDE_CODE_VERSION")
+
+
+def dev_cache() -> Path:
+    """Where ./run-tests keeps its venv and the CLI versions (never inside the plugin folder)."""
+    if os.environ.get("PARALLEL_DEV_CACHE"):
+        return Path(os.environ["PARALLEL_DEV_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "parallel-setup-dev"
+
+
+def cached_binaries(version: str) -> list:
+    """The native CLI binaries ./run-tests installed for ``version`` (one per platform package)."""
+    return sorted((dev_cache() / "claude-code" / version / "node_modules" / "@anthropic-ai").glob(
+        "claude-code-linux-*/claude"))
 DEFAULT_TIMEOUT = 120
 
 
@@ -40,7 +63,7 @@ def find_claude() -> str | None:
     candidates = []
     if os.environ.get("CLAUDE_BIN"):
         candidates.append(os.environ["CLAUDE_BIN"])
-    candidates.append(str(NPM_BINARY))
+    candidates.extend(str(p) for p in cached_binaries(pinned_version()))
     on_path = shutil.which("claude")
     if on_path:
         candidates.append(on_path)
@@ -57,8 +80,8 @@ def claude_bin() -> str:
     if path:
         return path
     msg = (
-        "Claude Code CLI not found: set CLAUDE_BIN, or run `npm install @anthropic-ai/claude-code@2.1.328` "
-        f"in the repo (expects {NPM_BINARY}), or put `claude` on PATH"
+        f"Claude Code CLI not found: set CLAUDE_BIN, or run ./run-tests (it installs {pinned_version()} into "
+        f"{dev_cache() / 'claude-code' / pinned_version()}), or put `claude` on PATH"
     )
     if os.environ.get("CI"):
         pytest.fail(msg + " [CI is set, so this is a failure, not a skip]", pytrace=False)
