@@ -288,7 +288,8 @@ def choose_mode(requested: str = "auto") -> Tuple[str, str]:
     if gh is None:
         if requested == "github":
             raise RuntimeError("--mode github needs the gh CLI on PATH")
-        return "local", "gh is not installed, so issues are local files with the same simulated latency"
+        return "local", ("gh is not installed, so issues are local files with the same simulated latency "
+                         "(install gh to run on the embedded fake GitHub)")
     return "github", f"the real gh ({gh}) against an embedded fake GitHub on 127.0.0.1"
 
 

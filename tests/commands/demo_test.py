@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,8 +36,9 @@ def _check_table(out: str) -> None:
     assert len(issue) == 3 and len(worktree) == 3 and len(total) == 3, out
     # sequential issue creation is two issues after another, each at least the latency
     assert issue[0] >= 0.4
-    assert 0.2 <= issue[1] < issue[0]
-    assert total[0] >= issue[0] and total[1] >= issue[1]  # timing order is not asserted: CI machines vary
+    assert issue[1] >= 0.2  # each issue takes at least the latency; which approach wins is not asserted
+    assert abs(issue[0] - issue[1] - issue[2]) < 0.02  # the third column is the difference
+    assert total[0] >= issue[0] and total[1] >= issue[1]  # a total includes its issue step
     assert abs(total[0] - total[1] - total[2]) < 0.02
     assert "not measurable without Claude" in _row(out, "Spawn agents")
     assert re.search(r"Speed-up: \d+\.\dx", out)
@@ -52,6 +54,20 @@ def test_demo_github_mode_prints_the_measured_table_and_cleans_up(tmp_path, caps
     assert "github mode: the real gh" in captured.err
     assert "Cleaned up" in captured.out
     assert not work.exists()
+
+
+def test_the_demo_uses_the_fake_github_whenever_gh_is_installed(tmp_path, monkeypatch):
+    """What the README's first line promises: gh on PATH means the embedded fake GitHub."""
+    gh = shutil.which("gh")
+    if gh:
+        assert demo.choose_mode() == ("github", f"the real gh ({gh}) against an embedded fake GitHub on 127.0.0.1")
+    monkeypatch.setenv("PATH", str(tmp_path))  # a machine without gh
+    assert demo.choose_mode() == ("local", "gh is not installed, so issues are local files with the same "
+                                           "simulated latency (install gh to run on the embedded fake GitHub)")
+    readme_first = (Path(__file__).resolve().parents[2] / "README.md").read_text().split("```bash\n", 1)[1]
+    assert readme_first.splitlines()[0] == (
+        "python3 scripts/parallel-setup demo   # the main job on an embedded fake GitHub through the real gh "
+        "(local issue files when gh is not installed): no GitHub account, no API key")
 
 
 def test_demo_local_mode_keeps_its_files_when_asked(tmp_path, capsys):
