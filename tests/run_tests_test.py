@@ -60,7 +60,7 @@ def test_run_tests_installs_into_its_own_venv_on_a_python_that_refuses_system_in
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV", "PYTHON"))}
     env.update(PATH=f"{bin_dir}:{env['PATH']}", PARALLEL_DEV_CACHE=str(cache), CLAUDE_BIN=claude)
     env.pop("PARALLEL_SKIP_INSTALL", None)
-    proc = subprocess.run([str(checkout / "run-tests"), "-q", "-p", "no:randomly", "tests/events_test.py"],
+    proc = subprocess.run([str(checkout / "run-tests"), "-q", "tests/events_test.py"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     venv = cache / "venv"
