@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .errors import FatalError
-from .gitutil import ensure_excluded, git
+from .gitutil import default_branch, ensure_excluded, git
 from .paths import STATE_DIRNAME, WORKTREES_DIRNAME, state_dir
 
 POOL_DIRNAME = ".pool"
@@ -110,13 +110,8 @@ def check_size(size: int) -> int:
 
 def default_base_branch(project: Path) -> str:
     """The branch plans usually start from: origin's default branch, else the checked-out one, else main."""
-    proc = git(project, "symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD", check=False)
-    if proc.returncode == 0 and proc.stdout.strip().startswith("origin/"):
-        return proc.stdout.strip()[len("origin/"):]
-    proc = git(project, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
-    if proc.returncode == 0 and proc.stdout.strip():
-        return proc.stdout.strip()
-    return "main"
+    found = default_branch(project, ask_remote=True)  # the same choice execute makes (runs.choose_base)
+    return found[0] if found else "main"
 
 
 # --------------------------------------------------------------------------
