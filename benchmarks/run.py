@@ -234,7 +234,7 @@ def measure_spawn_and_render(work: Path, bare: Path, n: int = 20, reps: int = 5)
         for _ in range(reps):
             t = time.perf_counter()
             proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "parallel-setup"), "-C", str(project),
-                                   "execute", str(plan), "--mode", "local", "--no-fetch"],
+                                   "execute", str(plan), "--mode", "local", "--no-fetch", "--new-run"],
                                   capture_output=True, text=True, cwd=project)
             times.append(time.perf_counter() - t)
             if proc.returncode != 0:
