@@ -272,9 +272,10 @@ def test_show_defaults_to_latest_plan(repo, capsys, snapshot):
     assert capsys.readouterr().out == snapshot
 
 
-def test_show_example_plan(capsys, snapshot):
+def test_show_example_plan(capsys, snapshot, tmp_path):
     from parallel_setup.paths import EXAMPLE_PLAN
-    assert main(["plan", "show", str(EXAMPLE_PLAN)]) == 0
+    # From outside any repository: in a clean clone of the plugin the example would be shown relative to it.
+    assert main(["-C", str(tmp_path), "plan", "show", str(EXAMPLE_PLAN)]) == 0
     assert capsys.readouterr().out.replace(str(EXAMPLE_PLAN), "EXAMPLE") == snapshot
 
 
