@@ -1,0 +1,118 @@
+"""What a run created: one task's issue, branch and worktree, as the run's own records say.
+
+``task_ownership(run, task_id)`` is the one place that reads those records, so cleanup
+(and anything else that removes or reuses what a run made) never decides from a name
+alone. The records it reads today:
+
+* ``setup.json`` (the setup script's final line): the issue, its URL, the branch and the
+  worktree path;
+* ``.git/worktrees/<name>/parallel-owner``: ``<run-id> <task-id>``, written by the setup
+  script right after it created (or claimed from the pool) the worktree, and by nobody else;
+* the branch's reflog: the setup script creates the branch with ``git worktree add -b`` or
+  ``git switch -c`` at the run's base commit, which git logs as ``branch: Created from ...``.
+  A branch of the same name that existed before the run, or that was deleted and made again
+  since, has another first entry (deleting a branch deletes its reflog);
+* ``report.json`` (the completion report): whether the task says it pushed.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+#: Slack for the clocks of the run's record and of git's reflog (seconds).
+CLOCK_SLACK = 5.0
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _git(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=project, capture_output=True, text=True, timeout=60)
+
+
+def worktree_admin_dir(worktree: Path) -> Optional[Path]:
+    """The worktree's folder in the main repository (``.git/worktrees/<name>``), or None."""
+    try:
+        line = (Path(worktree) / ".git").read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    if not line.startswith("gitdir: "):
+        return None
+    admin = Path(line[len("gitdir: "):].strip())
+    if not admin.is_absolute():
+        admin = Path(worktree) / admin
+    return admin if admin.is_dir() else None
+
+
+def worktree_owner(worktree: Path) -> Optional[str]:
+    """What the worktree's ``parallel-owner`` file says (``<run-id> <task-id>``), or None."""
+    admin = worktree_admin_dir(worktree)
+    if admin is None:
+        return None
+    try:
+        return (admin / "parallel-owner").read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def branch_creation(project: Path, branch: str) -> Optional[Dict[str, Any]]:
+    """The oldest reflog entry of ``refs/heads/<branch>``: ``{"commit", "time", "message"}``, or None."""
+    proc = _git(project, "reflog", "show", "--format=%H %gd %gs", "--date=unix", f"refs/heads/{branch}", "--")
+    if proc.returncode != 0:
+        return None
+    lines = [l for l in proc.stdout.splitlines() if l.strip()]
+    if not lines:
+        return None
+    commit, selector, message = (lines[-1].split(" ", 2) + ["", ""])[:3]
+    try:  # refs/heads/x@{1796171799}
+        when = float(selector.rsplit("@{", 1)[1].rstrip("}"))
+    except (IndexError, ValueError):
+        return None
+    return {"commit": commit, "time": when, "message": message}
+
+
+def branch_created_by_run(project: Path, branch: str, created_at: float, base_commit: Optional[str]) -> bool:
+    """True when git's reflog says the branch was created after the run started, at its base commit."""
+    first = branch_creation(project, branch)
+    if first is None or not first["message"].startswith("branch: Created from"):
+        return False
+    if first["time"] + CLOCK_SLACK < created_at:
+        return False
+    return not base_commit or first["commit"] == base_commit
+
+
+def task_ownership(run, task_id: str) -> Dict[str, Any]:
+    """What the run's records say task ``task_id`` of ``run`` (a ``runs.Run``) created.
+
+    Returns ``issue`` (int or None), ``issue_url``, ``branch``, ``worktree`` (absolute path
+    or None), ``branch_created`` and ``worktree_created`` (bools: this run's setup made
+    them, checked against git now) and ``pushed`` (what the completion report says: bool,
+    or None without a report).
+    """
+    project = Path(run.project)
+    task_dir = run.task_dir(task_id)
+    setup = _read_json(task_dir / "setup.json") or {}
+    report = _read_json(task_dir / "report.json") or {}
+    issue = setup.get("issue") if isinstance(setup.get("issue"), int) else None
+    branch = setup.get("branch") if isinstance(setup.get("branch"), str) and setup.get("branch") else None
+    worktree = setup.get("worktree") if isinstance(setup.get("worktree"), str) and setup.get("worktree") else None
+    if worktree and not os.path.isabs(worktree):
+        worktree = str(project / worktree)
+    worktree_created = bool(worktree) and worktree_owner(Path(worktree)) == f"{run.id} {task_id}"
+    branch_created = bool(branch) and branch_created_by_run(
+        project, branch, run.created_at, run.data.get("base_commit"))
+    pushed = report.get("pushed") if isinstance(report.get("pushed"), bool) else None
+    return {"issue": issue, "issue_url": setup.get("issue_url") or None, "branch": branch,
+            "worktree": worktree, "branch_created": branch_created,
+            "worktree_created": worktree_created, "pushed": pushed}
