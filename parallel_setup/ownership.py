@@ -9,7 +9,11 @@ alone. The records it reads today:
 * ``.git/worktrees/<name>/parallel-owner``: ``<run-id> <task-id>``, written by the setup
   script right after it created (or claimed from the pool) the worktree, and by nobody else;
 * the branch's reflog: the setup script creates the branch with ``git worktree add -b`` or
-  ``git switch -c`` at the run's base commit, which git logs as ``branch: Created from ...``.
+  ``git switch -c`` at the run's base commit, which git logs as ``branch: Created from ...``,
+  during the task's worktree step (its ``step_start``/``step_end`` events);
+* ``setup.log``: ``git worktree add`` printed ``Preparing worktree (new branch 'B')`` (an
+  existing branch is ``checking out 'B'``), or the worktree came from the pool (whose claim
+  only ever creates a new branch).
   A branch of the same name that existed before the run, or that was deleted and made again
   since, has another first entry (deleting a branch deletes its reflog);
 * ``report.json`` (the completion report): whether the task says it pushed.
@@ -23,7 +27,9 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import events
 
 #: Slack for the clocks of the run's record and of git's reflog (seconds).
 CLOCK_SLACK = 5.0
@@ -82,14 +88,45 @@ def branch_creation(project: Path, branch: str) -> Optional[Dict[str, Any]]:
     return {"commit": commit, "time": when, "message": message}
 
 
-def branch_created_by_run(project: Path, branch: str, created_at: float, base_commit: Optional[str]) -> bool:
-    """True when git's reflog says the branch was created after the run started, at its base commit."""
+def branch_created_by_run(project: Path, branch: str, created_at: float, base_commit: Optional[str],
+                          windows: Optional[List[Tuple[float, float]]] = None) -> bool:
+    """True when git's reflog says the branch was created after the run started, at its base commit,
+    and (given the task's worktree-step ``windows``) while one of them ran."""
     first = branch_creation(project, branch)
     if first is None or not first["message"].startswith("branch: Created from"):
         return False
     if first["time"] + CLOCK_SLACK < created_at:
         return False
+    if windows is not None and not any(start - CLOCK_SLACK <= first["time"] <= end + CLOCK_SLACK
+                                       for start, end in windows):
+        return False
     return not base_commit or first["commit"] == base_commit
+
+
+def worktree_step_windows(run, task_id: str) -> List[Tuple[float, float]]:
+    """When the task's setup ran its worktree step (start, end), from the run's event log."""
+    windows, start = [], None
+    for e in events.iter_events(run.dir):
+        if e.get("task") != task_id or e.get("step") != "worktree" or not isinstance(e.get("t"), (int, float)):
+            continue
+        if e.get("event") == "step_start":
+            start = float(e["t"])
+        elif e.get("event") == "step_end" and start is not None:
+            windows.append((start, float(e["t"])))
+            start = None
+    if start is not None:  # a setup killed during the step
+        windows.append((start, float("inf")))
+    return windows
+
+
+def setup_made_branch(run, task_id: str, branch: str) -> bool:
+    """The task's setup log shows it made ``branch`` new (not checked out one that existed)."""
+    try:
+        log = (run.task_dir(task_id) / "setup.log").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    # git worktree add -b prints this; a pool claim only ever runs git switch -c for a new branch.
+    return f"Preparing worktree (new branch '{branch}')" in log or "\n--- pool: claimed slot-" in log
 
 
 def task_ownership(run, task_id: str) -> Dict[str, Any]:
@@ -110,8 +147,8 @@ def task_ownership(run, task_id: str) -> Dict[str, Any]:
     if worktree and not os.path.isabs(worktree):
         worktree = str(project / worktree)
     worktree_created = bool(worktree) and worktree_owner(Path(worktree)) == f"{run.id} {task_id}"
-    branch_created = bool(branch) and branch_created_by_run(
-        project, branch, run.created_at, run.data.get("base_commit"))
+    branch_created = bool(branch) and setup_made_branch(run, task_id, branch) and branch_created_by_run(
+        project, branch, run.created_at, run.data.get("base_commit"), worktree_step_windows(run, task_id))
     pushed = report.get("pushed") if isinstance(report.get("pushed"), bool) else None
     return {"issue": issue, "issue_url": setup.get("issue_url") or None, "branch": branch,
             "worktree": worktree, "branch_created": branch_created,

@@ -119,3 +119,95 @@ def pinned_synthetic_project(tmp_path: Path, monkeypatch) -> Path:
     synthetic_run(project)
     monkeypatch.setattr(status, "_now", lambda: T0 + 50.0)
     return project
+
+
+# --------------------------------------------------------------------------
+# A finished run made by the real setup scripts (cleanup, merge)
+
+
+class FinishedRun:
+    """What :func:`finished_run` made: the project, the run and each task's facts."""
+
+    def __init__(self, project: Path, run, commits: dict, foreign: dict):
+        self.project = project
+        self.run = run
+        #: task id -> the commit its branch ended at
+        self.commits = commits
+        #: what the user made with the run's names: {"branch": (name, commit), "worktree": path, ...}
+        self.foreign = foreign
+
+    def branch(self, task: str) -> str:
+        import json as _json
+        return _json.loads((self.run.task_dir(task) / "setup.json").read_text())["branch"]
+
+
+def finished_run(root: Path) -> FinishedRun:
+    """Six tasks set up by their real setup.sh (local issues, a bare origin), then worked on:
+
+    * ``dirty``: its setup made a ``.venv`` and a ``node_modules``; one commit, unpushed, and
+      uncommitted changes (a modified tracked file, an untracked file);
+    * ``pushed``: one commit, pushed to origin;
+    * ``unpushed``: one commit, not pushed, clean;
+    * ``merged``: one commit, merged into main and pushed;
+    * ``reused``: its branch name (``feature/task-5``) existed before the run: the user's branch;
+    * ``replaced``: after its setup the user removed its worktree and branch and made their own
+      of the same names (a worktree with uncommitted work, a branch at another commit).
+
+    Every task has ended ``done`` in the event log.
+    """
+    import subprocess as _sp
+
+    import yaml
+
+    from parallel_setup import runs as _runs
+    from parallel_setup.plans import parse_plan
+    from tests.support.git import git, git_commit, make_repo
+
+    project = make_repo(root)
+    git(project, "switch", "-q", "-c", "feature/task-5")
+    users_commit = git_commit(project, "the user's own work", {"mine.txt": "mine\n"})
+    git(project, "switch", "-q", "main")
+    tasks = [{"id": t, "title": f"Task {t}", "description": f"Do {t}."}
+             for t in ("dirty", "pushed", "unpushed", "merged", "reused", "replaced")]
+    tasks[0]["setup"] = ("python3 -m venv --without-pip .venv && mkdir -p node_modules/left-pad && "
+                         "echo 'module.exports = 1' > node_modules/left-pad/index.js")
+    plan = parse_plan(yaml.safe_dump({"schema_version": 1, "name": "finished", "goal": "A finished run.",
+                                      "defaults": {"setup": "none"}, "tasks": tasks}, sort_keys=False),
+                      "plan.yaml", max_tasks=100)
+    run = _runs.create_run(project, plan, mode="local", fetch=False)
+    for t in run.tasks:  # one after another: local issues 1..6 in plan order
+        result = _runs.run_setup(run, t, timeout=120)
+        assert t == "reused" or result["status"] == "ok", result
+    commits = {}
+    for i, t in enumerate(run.tasks, start=1):
+        wt = project / "worktrees" / f"task-{i}"
+        if t in ("reused", "replaced") or not wt.exists():
+            continue
+        (wt / f"{t}.txt").write_text(f"{t}\n", encoding="utf-8")
+        git(wt, "add", f"{t}.txt")  # only the work: not the .venv the environment step made
+        git(wt, "commit", "-q", "-m", f"{t}: the task's work\n\nCloses #{i}")
+        commits[t] = git(wt, "rev-parse", "HEAD").stdout.strip()
+    wt1 = project / "worktrees" / "task-1"
+    (wt1 / "README.md").write_text("# widgets\n\nchanged, not committed\n", encoding="utf-8")
+    (wt1 / "notes.txt").write_text("untracked notes\n", encoding="utf-8")
+    git(project / "worktrees" / "task-2", "push", "-q", "origin", "feature/task-2")
+    git(project, "merge", "-q", "--no-ff", "-m", "Merge task merged", "feature/task-4")
+    git(project, "push", "-q", "origin", "main")
+    git(project, "fetch", "-q", "origin")
+    # The user replaces task 6's worktree and branch with their own, of the same names.
+    git(project, "worktree", "remove", str(project / "worktrees" / "task-6"))
+    git(project, "branch", "-q", "-D", "feature/task-6")
+    git(project, "worktree", "add", "-q", "-b", "feature/task-6", str(project / "worktrees" / "task-6"), "main")
+    (project / "worktrees" / "task-6" / "users-draft.txt").write_text("draft\n", encoding="utf-8")
+    for i, t in enumerate(run.tasks, start=1):
+        report = {"parallel_report": 1, "run": run.id, "task": t, "status": "done", "issue": i,
+                  "branch": f"feature/task-{i}", "commits": [commits[t]] if t in commits else [],
+                  "pushed": t in ("pushed", "merged")}
+        (run.task_dir(t) / "report.json").write_text(json.dumps(report), encoding="utf-8")
+        events.append_event(run.dir, "task_end", task=t, state="done", failed_claims=[], notes=[],
+                            reason=None, log=None, facts={"branch": f"feature/task-{i}"}, via="test")
+    foreign = {"branch": ("feature/task-5", users_commit),
+               "replaced_branch": ("feature/task-6", _sp.run(["git", "rev-parse", "feature/task-6"], cwd=project,
+                                                             capture_output=True, text=True).stdout.strip()),
+               "worktree": project / "worktrees" / "task-6"}
+    return FinishedRun(project, run, commits, foreign)
