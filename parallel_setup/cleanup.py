@@ -248,7 +248,7 @@ def _plan_worktree(run, plan: CleanupPlan, task: str, path: Path, base_tips: Lis
     """Steps for one of the run's worktrees; returns what the archive needs from it (or None)."""
     real = os.path.realpath(path)
     info = worktrees.get(real)
-    admin = worktree_admin_dir(path)
+    admin = worktree_admin_dir(path, run.project)
     if info is None or admin is None:
         plan.kept.append(Kept(task, str(path), "not a git worktree of this repository"))
         return None
@@ -428,7 +428,7 @@ def plan_cleanup(run, *, remote: bool = False, discard: bool = False, purge_logs
             if os.path.realpath(path) == main:
                 plan.kept.append(Kept(task, str(path), "the main checkout"))
             elif not own["worktree_created"]:
-                owner = worktree_owner(path)
+                owner = worktree_owner(path, project)
                 plan.kept.append(Kept(task, _relative(project, path),
                                       f"not made by this run (owner: {owner or 'none recorded'})"))
             else:
@@ -457,7 +457,7 @@ def _plan_integration(run, plan: CleanupPlan, worktrees, base_tips, remote_heads
     path = _integration_worktree(run, worktrees)
     wt, removed = None, []
     if path is not None:
-        owner = worktree_owner(path) or ""
+        owner = worktree_owner(path, run.project) or ""
         if owner.split(" ")[0] != run.id:
             plan.kept.append(Kept(None, _relative(run.project, path),
                                   f"the integration worktree was not made by this run (owner: {owner or 'none recorded'})"))
@@ -579,7 +579,7 @@ def _remove_worktree(run, step: Step, archived: bool) -> str:
     if not os.path.lexists(path):
         _git(project, "worktree", "prune")
         return "already gone"
-    admin = worktree_admin_dir(path)
+    admin = worktree_admin_dir(path, run.project)
     if admin is not None and os.path.realpath(path) != os.path.realpath(project):
         if step.data.get("force") and not archived and not (admin / REMOVING_MARKER).exists() and not step.data.get("discard"):
             raise FatalError(f"{path} has uncommitted changes and no archive: not removed")

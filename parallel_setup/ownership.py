@@ -47,23 +47,38 @@ def _git(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=project, capture_output=True, text=True, timeout=60)
 
 
-def worktree_admin_dir(worktree: Path) -> Optional[Path]:
-    """The worktree's folder in the main repository (``.git/worktrees/<name>``), or None."""
+def worktree_admin_dir(worktree: Path, project: Optional[Path] = None) -> Optional[Path]:
+    """The worktree's folder in the main repository (``.git/worktrees/<name>``), or None.
+
+    Found from the worktree's ``.git`` file, or (given the main checkout ``project``) from the
+    admin folder whose ``gitdir`` names it: a removal killed half-way may have deleted the
+    ``.git`` file already.
+    """
     try:
         line = (Path(worktree) / ".git").read_text(encoding="utf-8").splitlines()[0]
     except (OSError, IndexError):
+        line = ""
+    if line.startswith("gitdir: "):
+        admin = Path(line[len("gitdir: "):].strip())
+        if not admin.is_absolute():
+            admin = Path(worktree) / admin
+        return admin if admin.is_dir() else None
+    if project is None:
         return None
-    if not line.startswith("gitdir: "):
-        return None
-    admin = Path(line[len("gitdir: "):].strip())
-    if not admin.is_absolute():
-        admin = Path(worktree) / admin
-    return admin if admin.is_dir() else None
+    wanted = os.path.join(os.path.realpath(worktree), ".git")
+    for gitdir in (Path(project) / ".git" / "worktrees").glob("*/gitdir"):
+        try:
+            named = gitdir.read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+        if os.path.realpath(os.path.dirname(named)) == os.path.dirname(wanted):
+            return gitdir.parent
+    return None
 
 
-def worktree_owner(worktree: Path) -> Optional[str]:
+def worktree_owner(worktree: Path, project: Optional[Path] = None) -> Optional[str]:
     """What the worktree's ``parallel-owner`` file says (``<run-id> <task-id>``), or None."""
-    admin = worktree_admin_dir(worktree)
+    admin = worktree_admin_dir(worktree, project)
     if admin is None:
         return None
     try:
@@ -146,7 +161,7 @@ def task_ownership(run, task_id: str) -> Dict[str, Any]:
     worktree = setup.get("worktree") if isinstance(setup.get("worktree"), str) and setup.get("worktree") else None
     if worktree and not os.path.isabs(worktree):
         worktree = str(project / worktree)
-    worktree_created = bool(worktree) and worktree_owner(Path(worktree)) == f"{run.id} {task_id}"
+    worktree_created = bool(worktree) and worktree_owner(Path(worktree), project) == f"{run.id} {task_id}"
     branch_created = bool(branch) and setup_made_branch(run, task_id, branch) and branch_created_by_run(
         project, branch, run.created_at, run.data.get("base_commit"), worktree_step_windows(run, task_id))
     pushed = report.get("pushed") if isinstance(report.get("pushed"), bool) else None

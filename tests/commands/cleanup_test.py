@@ -1,0 +1,237 @@
+"""parallel-setup cleanup against a run made by the real setup scripts (real git, a bare origin).
+
+The fixture (``tests/support/runs.py::finished_run``) has a task with uncommitted changes and
+a ``.venv``/``node_modules`` from its environment step, a pushed and an unpushed branch, a
+merged one, a branch name the user had before the run, and a worktree and branch the user
+made again with the run's names after its setup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from parallel_setup import cleanup, runs
+from parallel_setup.cli import main
+from tests.support.git import branches, git, git_commit, worktrees
+from tests.support.runs import finished_run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def fin(tmp_path):
+    return finished_run(tmp_path)
+
+
+def cli(project: Path, *args: str, env=None) -> subprocess.CompletedProcess:
+    """The CLI in its own process (so a test can SIGKILL it)."""
+    return subprocess.run([sys.executable, "-m", "parallel_setup", "-C", str(project), "cleanup", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, **(env or {})))
+
+
+def repo_state(project: Path) -> dict:
+    """Everything cleanup could change: every ref, every worktree, the files under worktrees/."""
+    refs = git(project, "for-each-ref", "--format=%(refname) %(objectname)").stdout.splitlines()
+    files = sorted(str(p.relative_to(project)) for p in (project / "worktrees").rglob("*"))
+    remote = git(project, "ls-remote", "origin").stdout.splitlines()
+    return {"refs": refs, "worktrees": worktrees(project), "files": files, "remote": remote}
+
+
+def archive(fin, task: str) -> str:
+    return f"refs/parallel/archive/{fin.run.id}/{task}"
+
+
+def show(project: Path, rev: str, path: str) -> str:
+    return git(project, "show", f"{rev}:{path}").stdout
+
+
+def assert_cleaned(fin) -> None:
+    """The end state of a complete cleanup of the fixture (without --remote)."""
+    p = fin.project
+    users_branch, users_commit = fin.foreign["branch"]
+    replaced, replaced_commit = fin.foreign["replaced_branch"]
+    # Only the user's branches are left, where they were.
+    assert branches(p) == ["feature/task-5", "feature/task-6", "main"]
+    assert git(p, "rev-parse", users_branch).stdout.strip() == users_commit
+    assert git(p, "rev-parse", replaced).stdout.strip() == replaced_commit
+    # Only the main checkout and the user's worktree (with its uncommitted draft) are left.
+    assert [Path(w) for w in worktrees(p)] == [p, fin.foreign["worktree"]]
+    assert (fin.foreign["worktree"] / "users-draft.txt").read_text() == "draft\n"
+    assert sorted(x.name for x in (p / "worktrees").iterdir()) == ["task-6"]
+    # The dirty task's worktree state, as a commit on top of its branch: changes and untracked file.
+    dirty = archive(fin, "dirty")
+    assert git(p, "rev-parse", dirty + "^").stdout.strip() == fin.commits["dirty"]
+    assert show(p, dirty, "README.md") == "# widgets\n\nchanged, not committed\n"
+    assert show(p, dirty, "notes.txt") == "untracked notes\n"
+    assert show(p, dirty, "dirty.txt") == "dirty\n"
+    listed = git(p, "ls-tree", "-r", "--name-only", dirty).stdout.split()
+    assert not [f for f in listed if f.startswith((".venv", "node_modules"))], listed
+    # The unpushed clean branch, as it was; nothing for the pushed and the merged ones.
+    assert git(p, "rev-parse", archive(fin, "unpushed")).stdout.strip() == fin.commits["unpushed"]
+    archives = git(p, "for-each-ref", "--format=%(refname)", "refs/parallel/").stdout.split()
+    assert archives == [archive(fin, "dirty"), archive(fin, "unpushed")]
+    # git fsck finds every archived commit reachable.
+    assert git(p, "fsck", "--no-progress").returncode == 0
+    unreachable = git(p, "fsck", "--unreachable", "--no-reflogs", "--no-progress").stdout
+    for task in ("dirty", "unpushed"):
+        assert fin.commits[task] not in unreachable
+    assert git(p, "rev-parse", archive(fin, "dirty")).stdout.strip() not in unreachable
+    # The pushed branch is still on origin (no --remote), the merged one is in main.
+    assert "refs/heads/feature/task-2" in git(p, "ls-remote", "origin").stdout
+    assert git(p, "merge-base", "--is-ancestor", fin.commits["merged"], "main").returncode == 0
+
+
+def test_cleanup_removes_exactly_the_runs_things_and_archives_the_work(fin):
+    p = fin.project
+    before = repo_state(p)
+    dry = cli(p, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert repo_state(p) == before, "--dry-run changed something"
+    planned = json.loads(dry.stdout)
+
+    real = cli(p, "--json")
+    assert real.returncode == 0, real.stderr
+    done = json.loads(real.stdout)
+    assert [(r["kind"], r["task"], r["target"]) for r in done["results"]] == \
+        [(s["kind"], s["task"], s["target"]) for s in planned["steps"]]
+    assert all(r["ok"] for r in done["results"]), done["results"]
+    assert done["freed"] == planned["bytes"] > 0
+    assert {(k["task"], k["target"]) for k in done["kept"]} == {
+        ("reused", "feature/task-5"), ("replaced", "worktrees/task-6"), ("replaced", "feature/task-6")}
+    assert_cleaned(fin)
+
+    again = cli(p)
+    assert again.returncode == 0, again.stderr
+    assert "Nothing to remove: everything this run made is gone already." in again.stdout
+    assert cleanup.plan_cleanup(fin.run).steps == []
+
+
+def _normalized(text: str, fin) -> str:
+    text = text.replace(fin.run.id, "<RUN>")
+    text = re.sub(r"\(([0-9a-f]{12})\)", "(<COMMIT>)", text)
+    return re.sub(r"\d+(\.\d)? (B|KB|MB|GB)\b", "<SIZE>", text)
+
+
+def test_dry_run_output_lists_what_goes_and_what_stays(fin, capsys, snapshot):
+    assert main(["-C", str(fin.project), "cleanup", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert _normalized(out, fin) == snapshot
+    assert main(["-C", str(fin.project), "cleanup"]) == 0
+    out = capsys.readouterr().out
+    assert _normalized(out, fin) == snapshot
+    assert_cleaned(fin)
+
+
+def test_sigkill_between_any_two_steps_then_again_loses_nothing(fin):
+    """Killed (SIGKILL, for real) after 1 step, run again and killed after 2, then 3...: each run
+    redoes what it finds half done (an archive is made again only when it changed) and goes one
+    step further; the end state is the same as one uninterrupted cleanup."""
+    kills = 0
+    while True:
+        proc = cli(fin.project, env={"PARALLEL_CLEANUP_KILL_AFTER": str(kills + 1)})
+        if proc.returncode != -signal.SIGKILL:
+            break
+        kills += 1
+        assert kills < 20, "cleanup never finished"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert kills >= 3
+    assert_cleaned(fin)
+
+
+def test_killed_half_way_through_removing_a_worktree(fin):
+    """git worktree remove killed after deleting part of the folder (the .git file among it):
+    the next cleanup finishes the removal; the archive made before it has the work."""
+    p = fin.project
+    wt1 = p / "worktrees" / "task-1"
+    proc = cli(p, env={"PARALLEL_CLEANUP_KILL_AFTER": "2"})  # the archive and the .venv are done
+    assert proc.returncode == -signal.SIGKILL
+    assert not (wt1 / ".venv").exists() and (wt1 / "notes.txt").exists()
+    admin = p / ".git" / "worktrees" / "task-1"
+    (admin / cleanup.REMOVING_MARKER).write_text("x\n")  # what the killed removal had written
+    for name in (".git", "notes.txt", "dirty.txt"):
+        (wt1 / name).unlink()
+    assert cli(p).returncode == 0
+    assert not wt1.exists()
+    assert_cleaned(fin)
+
+
+def test_two_cleanups_at_once_do_not_both_act(fin):
+    before = repo_state(fin.project)
+    with cleanup.lock(fin.project):
+        proc = cli(fin.project)
+    assert proc.returncode == 1
+    assert proc.stderr == (f"parallel-setup: another parallel-setup cleanup is running in this repository "
+                           f"(pid {os.getpid()}); wait for it to finish, then run cleanup again\n")
+    assert repo_state(fin.project) == before
+
+
+def test_remote_deletes_only_what_the_run_pushed_and_archives_it_first(fin):
+    p = fin.project
+    git(p, "push", "-q", "origin", "feature/task-5")  # the user's branch, on origin too
+    proc = cli(p, "--remote")
+    assert proc.returncode == 0, proc.stderr
+    remote = git(p, "ls-remote", "--heads", "origin").stdout
+    assert "refs/heads/feature/task-2" not in remote
+    assert "refs/heads/feature/task-5" in remote and "refs/heads/main" in remote
+    # Not merged and now on no branch anywhere: archived before origin's copy went.
+    assert git(p, "rev-parse", archive(fin, "pushed")).stdout.strip() == fin.commits["pushed"]
+
+
+def test_discard_by_name_skips_the_archive(fin):
+    proc = cli(fin.project, "--discard")
+    assert proc.returncode == 0, proc.stderr
+    assert "--discard: the uncommitted changes in worktrees/task-1 are not archived" in proc.stdout
+    assert git(fin.project, "for-each-ref", "refs/parallel/").stdout == ""
+    assert not (fin.project / "worktrees" / "task-1").exists()
+
+
+def test_a_running_task_is_kept_unless_asked(fin):
+    fin.run.event("launch", wave=["unpushed"])  # launched again: running
+    plan = cleanup.plan_cleanup(fin.run)
+    assert not [s for s in plan.steps if s.task == "unpushed"]
+    assert [k.reason for k in plan.kept if k.task == "unpushed"] == [
+        "the task is still running (an agent may be working in it; --include-running to clean it anyway)"]
+    assert [s.kind for s in cleanup.plan_cleanup(fin.run, include_running=True).steps
+            if s.task == "unpushed"] == ["archive", "worktree", "branch"]
+
+
+def test_all_merged_cleans_only_runs_whose_tasks_are_all_merged(fin, capsys):
+    p = fin.project
+    other = finished_run_all_merged(p)
+    assert main(["-C", str(p), "cleanup", "--all-merged", "--purge-logs"]) == 0
+    out = capsys.readouterr().out
+    assert f"Not cleaned: {fin.run.id}: task dirty's branch feature/task-1 is not merged into the base" in out
+    assert f"Cleanup of run {other.id}" in out
+    assert not other.dir.exists()  # --purge-logs: nothing of it was kept
+    assert "feature/task-7" not in branches(p)
+    assert (fin.run.dir / "run.json").exists() and (p / "worktrees" / "task-1").exists()
+
+
+def finished_run_all_merged(project: Path) -> runs.Run:
+    """A second run of one task whose branch is merged into main."""
+    import yaml
+    from parallel_setup.plans import parse_plan
+    plan = parse_plan(yaml.safe_dump({"schema_version": 1, "name": "one", "goal": "One task.",
+                                      "defaults": {"setup": "none"},
+                                      "tasks": [{"id": "only", "title": "Only", "description": "Do it."}]}),
+                      "plan.yaml", max_tasks=10)
+    run = runs.create_run(project, plan, mode="local", fetch=False)
+    result = runs.run_setup(run, "only", timeout=120)
+    assert result["status"] == "ok", result
+    wt = Path(result["worktree"])
+    git_commit(wt, "only: work", {"only.txt": "only\n"})
+    git(project, "merge", "-q", "--no-ff", "-m", "merge only", result["branch"])
+    git(project, "push", "-q", "origin", "main")
+    git(project, "fetch", "-q", "origin")
+    run.event("task_end", task="only", state="done", failed_claims=[], notes=[], reason=None, log=None,
+              facts={}, via="test")
+    return run
