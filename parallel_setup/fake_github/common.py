@@ -1,0 +1,43 @@
+"""What every part of the fake GitHub shares: repositories, timestamps, error documents."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional
+
+
+DOCS = "https://docs.github.com/rest"
+
+
+def _now_iso(t: Optional[float] = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if t is None else t))
+
+
+class _Repo:
+    """In-memory repository: labels and issues, numbered 1, 2, 3 ..."""
+
+    def __init__(self, index: int, owner: str, name: str) -> None:
+        self.owner = owner
+        self.name = name
+        self.id = f"R_kgDO{index:06d}"
+        self.labels: Dict[str, Dict[str, Any]] = {}  # lower-cased name -> label
+        self.issues: List[Dict[str, Any]] = []  # index = number - 1
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+
+def _gql_error(message: str, kind: str, path: Optional[List[str]] = None) -> Dict[str, Any]:
+    error: Dict[str, Any] = {"type": kind, "message": message,
+                             "locations": [{"line": 1, "column": 1}]}
+    if path:
+        error["path"] = path
+    return {"data": None if not path else {path[0]: None}, "errors": [error]}
+
+
+def _validation_failed(code: str, field: str) -> Dict[str, Any]:
+    return {"message": "Validation Failed",
+            "errors": [{"resource": "Label" if field == "name" else "Issue", "code": code,
+                        "field": field}],
+            "documentation_url": DOCS}
