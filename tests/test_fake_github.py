@@ -327,3 +327,51 @@ def test_main_runs_standalone_and_prints_env(tmp_path):
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+", exports["HTTP_PROXY"])
     assert result.stdout == "https://github.localhost/acme/widgets/issues/1\n"
     assert proc.returncode == 0
+
+
+# -- pull requests: the operations gh 2.23 sends, as watched with GH_DEBUG=api
+
+
+def test_pr_create_list_by_head_and_view_as_gh_sends_them(fake_github, gh_env):
+    issue = create(gh_env, "An issue first")
+    assert issue.stdout.endswith("/issues/1\n")
+    made = run_gh(gh_env, "pr", "create", "-R", REPO, "--head", "feature/task-1", "--base", "main",
+                  "--title", "Task 1", "--body", "Closes #1")
+    assert (made.returncode, made.stdout) == (0, "https://github.localhost/acme/widgets/pull/2\n"), made.stderr
+    # gh looks for an open pull request from the head first, then creates one.
+    assert kinds(fake_github)[2:] == ["RepositoryInfo", "PullRequestForBranch", "PullRequestCreate"]
+    listed = run_gh(gh_env, "pr", "list", "-R", REPO, "--head", "feature/task-1",
+                    "--json", "number,headRefName,baseRefName,state,url")
+    assert json.loads(listed.stdout) == [{"number": 2, "headRefName": "feature/task-1", "baseRefName": "main",
+                                          "state": "OPEN", "url": "https://github.localhost/acme/widgets/pull/2"}]
+    assert kinds(fake_github)[-1] == "PullRequestList"
+    other = run_gh(gh_env, "pr", "list", "-R", REPO, "--head", "feature/task-9", "--json", "number")
+    assert other.stdout == "[]\n"
+    viewed = run_gh(gh_env, "pr", "view", "2", "-R", REPO, "--json", "number,title,body,mergeable,mergeStateStatus")
+    assert json.loads(viewed.stdout) == {"number": 2, "title": "Task 1", "body": "Closes #1",
+                                         "mergeable": "MERGEABLE", "mergeStateStatus": "CLEAN"}
+    assert kinds(fake_github)[-1] == "PullRequestByNumber"
+    text = run_gh(gh_env, "pr", "view", "feature/task-1", "-R", REPO)  # by branch, the full query
+    assert text.returncode == 0, text.stderr
+    assert "title:\tTask 1\nstate:\tOPEN\n" in text.stdout and text.stdout.endswith("Closes #1\n")
+    assert [p["number"] for p in fake_github.pulls("acme/widgets")] == [2]
+
+
+def test_pr_create_again_names_the_open_one_and_merge_state_changes(fake_github, gh_env):
+    args = ["pr", "create", "-R", REPO, "--head", "feature/x", "--base", "main", "--title", "X", "--body", "b"]
+    assert run_gh(gh_env, *args).returncode == 0
+    again = run_gh(gh_env, *args)
+    assert again.returncode == 1
+    assert again.stderr.endswith('a pull request for branch "feature/x" into branch "main" already exists:\n'
+                                 "https://github.localhost/acme/widgets/pull/1\n")
+    admin(fake_github, "/_admin/pull_state", {"repo": "acme/widgets", "number": 1, "mergeable": "CONFLICTING"})
+    viewed = run_gh(gh_env, "pr", "view", "1", "-R", REPO, "--json", "state,mergeable,mergeStateStatus")
+    assert json.loads(viewed.stdout) == {"state": "OPEN", "mergeable": "CONFLICTING", "mergeStateStatus": "DIRTY"}
+    fake_github.set_pull_state("acme/widgets", 1, state="MERGED")
+    assert run_gh(gh_env, "pr", "list", "-R", REPO, "--head", "feature/x", "--json", "number").stdout == "[]\n"
+    merged = run_gh(gh_env, "pr", "list", "-R", REPO, "--state", "merged", "--json", "number,state")
+    assert json.loads(merged.stdout) == [{"number": 1, "state": "MERGED"}]
+    assert admin(fake_github, "/_admin/pulls?repo=acme/widgets")[0]["state"] == "MERGED"
+    missing = run_gh(gh_env, "pr", "view", "7", "-R", REPO, "--json", "number,title")
+    assert missing.returncode == 1
+    assert "Could not resolve to a PullRequest with the number of 7." in missing.stderr

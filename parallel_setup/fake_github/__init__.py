@@ -12,7 +12,8 @@ unmodified ``gh`` binary works against it with no GitHub account::
         assert gh_server.issues("acme/widgets")[0]["number"] == 1
 
 It answers what ``gh`` 2.23 sends for ``issue create/list/view/comment/close/edit``,
-``label create/list``, ``api rate_limit`` and ``auth status``, keeps a request log and
+``label create/list``, ``pr create``, ``pr list --head``, ``pr view`` (with the merge
+state), ``api rate_limit`` and ``auth status``, keeps a request log and
 counters for assertions, and injects faults (latency, 5xx, secondary and primary rate
 limits, hangs, rejected tokens, titles that always fail). Faults are configured with
 Python methods or, from another process, with HTTP endpoints under

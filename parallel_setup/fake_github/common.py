@@ -14,14 +14,26 @@ def _now_iso(t: Optional[float] = None) -> str:
 
 
 class _Repo:
-    """In-memory repository: labels and issues, numbered 1, 2, 3 ..."""
+    """In-memory repository: labels, issues and pull requests, numbered 1, 2, 3 ... in one sequence."""
 
     def __init__(self, index: int, owner: str, name: str) -> None:
         self.owner = owner
         self.name = name
         self.id = f"R_kgDO{index:06d}"
         self.labels: Dict[str, Dict[str, Any]] = {}  # lower-cased name -> label
-        self.issues: List[Dict[str, Any]] = []  # index = number - 1
+        self.issues: List[Dict[str, Any]] = []  # oldest first
+        self.pulls: List[Dict[str, Any]] = []  # oldest first
+        self.last_number = 0  # issues and pull requests share the numbers, as on GitHub
+
+    def next_number(self) -> int:
+        self.last_number += 1
+        return self.last_number
+
+    def issue(self, number: int) -> Optional[Dict[str, Any]]:
+        return next((i for i in self.issues if i["number"] == number), None)
+
+    def pull(self, number: int) -> Optional[Dict[str, Any]]:
+        return next((p for p in self.pulls if p["number"] == number), None)
 
     @property
     def full_name(self) -> str:

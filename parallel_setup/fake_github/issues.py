@@ -28,7 +28,7 @@ class IssuesMixin:
             for name in label_names:
                 label = repo.labels.get(name.lower()) or self._create_label(repo, name)
                 labels.append(label)
-            number = len(repo.issues) + 1
+            number = repo.next_number()
             now = _now_iso()
             issue = {
                 "id": f"I_kwDO{repo.id[-6:]}{number:06d}",
@@ -165,7 +165,7 @@ class IssuesMixin:
             return repo
         number = int(variables.get("number") or variables.get("issue_number") or 0)
         with self._lock:
-            issue = repo.issues[number - 1] if 0 < number <= len(repo.issues) else None
+            issue = repo.issue(number)
             node = self._issue_node(issue) if issue else None
         if node is None:
             return {"data": {"repository": {"hasIssuesEnabled": True, "issue": None}},
@@ -254,7 +254,7 @@ class IssuesMixin:
                 per_page = int((query.get("per_page") or ["30"])[0])
                 return 200, [self._issue_rest(i) for i in issues[:per_page]], []
             number = int(rest[0]) if rest and rest[0].isdigit() else 0
-            issue = repo.issues[number - 1] if 0 < number <= len(repo.issues) else None
+            issue = repo.issue(number)
             if issue is None:
                 return 404, {"message": "Not Found", "documentation_url": DOCS}, []
             if method == "GET" and len(rest) == 1:

@@ -19,11 +19,13 @@ from .issues import IssuesMixin
 from .labels import LabelsMixin
 from .ratelimits import RATE_LIMIT_WINDOW, RateLimitsMixin
 from .repos import ReposMixin
+from .pulls import PullsMixin
 from .search import SearchMixin
 from .transport import _Handler, _Server
 
 
-class FakeGitHub(ReposMixin, IssuesMixin, LabelsMixin, SearchMixin, FaultsMixin, RateLimitsMixin):
+class FakeGitHub(ReposMixin, IssuesMixin, LabelsMixin, PullsMixin, SearchMixin, FaultsMixin,
+                 RateLimitsMixin):
     """A fake GitHub (GraphQL + REST) served on 127.0.0.1 for the real ``gh`` CLI.
 
     Args:
@@ -43,13 +45,14 @@ class FakeGitHub(ReposMixin, IssuesMixin, LabelsMixin, SearchMixin, FaultsMixin,
 
     Admin HTTP endpoints (plain requests to ``http://127.0.0.1:PORT``, JSON in and out):
         ``GET /_admin/requests``, ``GET /_admin/issues[?repo=owner/name]``,
-        ``GET /_admin/counters``, ``GET /_admin/faults``;
+        ``GET /_admin/pulls[?repo=owner/name]``, ``GET /_admin/counters``, ``GET /_admin/faults``;
         ``POST /_admin/fail_next`` and ``/_admin/fail_always`` (the keyword arguments
         of those methods, ``match`` as a glob), ``/_admin/clear_faults``,
         ``/_admin/issue_latency`` and ``/_admin/request_latency`` (``{"seconds": S}``),
         ``/_admin/rate_limit`` (``{"remaining": R, "limit": L, "reset": EPOCH}``),
         ``/_admin/auth`` (``{"reject": true}``), ``/_admin/repos`` (``{"repo": "o/n"}``),
-        ``/_admin/reset`` (forget issues, labels, log, faults).
+        ``/_admin/pull_state`` (the keyword arguments of :meth:`set_pull_state`),
+        ``/_admin/reset`` (forget issues, labels, pull requests, log, faults).
     """
 
     def __init__(
@@ -305,6 +308,8 @@ class FakeGitHub(ReposMixin, IssuesMixin, LabelsMixin, SearchMixin, FaultsMixin,
                     return 200, self.faults()
                 if action == "labels":
                     return 200, self.labels((query.get("repo") or [""])[0])
+                if action == "pulls":
+                    return 200, self.pulls((query.get("repo") or [None])[0])
             elif method == "POST":
                 if action in ("fail_next", "fail_always"):
                     getattr(self, action)(**args)
@@ -321,6 +326,8 @@ class FakeGitHub(ReposMixin, IssuesMixin, LabelsMixin, SearchMixin, FaultsMixin,
                     self.set_reject_auth(bool(args.get("reject", True)))
                 elif action == "repos":
                     return 200, self.add_repo(str(args.get("repo", "")))
+                elif action == "pull_state":
+                    return 200, self.set_pull_state(**args)
                 elif action == "reset":
                     self.reset()
                 else:
