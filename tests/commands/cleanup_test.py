@@ -235,3 +235,59 @@ def finished_run_all_merged(project: Path) -> runs.Run:
     run.event("task_end", task="only", state="done", failed_claims=[], notes=[], reason=None, log=None,
               facts={}, via="test")
     return run
+
+
+def test_the_merge_trains_worktree_and_branch_go_with_the_run_archived(fin):
+    """parallel/<run-id> in its own worktree (what parallel-setup merge makes), holding a merge
+    that is in no other branch: archived as _integration, then removed."""
+    p = fin.project
+    branch = f"parallel/{fin.run.id}"
+    wt = p / "worktrees" / f"parallel-{fin.run.id}"
+    git(p, "worktree", "add", "-q", "-b", branch, str(wt), "main")
+    (p / ".git" / "worktrees" / wt.name / "parallel-owner").write_text(f"{fin.run.id} merge\n")
+    git(wt, "merge", "-q", "--no-ff", "-m", "Merge task unpushed", "feature/task-3")
+    merge_commit = git(wt, "rev-parse", "HEAD").stdout.strip()
+    proc = cli(p, "--json")
+    assert proc.returncode == 0, proc.stderr
+    steps = [(r["kind"], r["task"], r["target"]) for r in json.loads(proc.stdout)["results"]]
+    assert steps[-3:] == [("archive", None, archive(fin, "_integration")), ("worktree", None, str(wt.relative_to(p))),
+                          ("branch", None, branch)]
+    assert not wt.exists() and branch not in branches(p)
+    assert git(p, "rev-parse", archive(fin, "_integration")).stdout.strip() == merge_commit
+    assert_cleaned_except_archives(fin, extra=[archive(fin, "_integration")])
+
+
+def assert_cleaned_except_archives(fin, extra):
+    archives = git(fin.project, "for-each-ref", "--format=%(refname)", "refs/parallel/").stdout.split()
+    assert archives == sorted([archive(fin, "dirty"), archive(fin, "unpushed"), *extra])
+    assert branches(fin.project) == ["feature/task-5", "feature/task-6", "main"]
+
+
+def test_a_pool_claim_goes_and_the_free_pool_worktrees_stay(tmp_path):
+    import yaml
+    from parallel_setup import pool
+    from parallel_setup.plans import parse_plan
+    from tests.support.git import make_repo
+    project = make_repo(tmp_path)
+    pool.fill(project, 2, "main")
+    plan = parse_plan(yaml.safe_dump({"schema_version": 1, "name": "p", "goal": "Pool.", "defaults": {"setup": "none"},
+                                      "tasks": [{"id": "one", "title": "One", "description": "Do it."}]}),
+                      "plan.yaml", max_tasks=10)
+    run = runs.create_run(project, plan, mode="local", fetch=False, worktree_pool=pool.pool_dir(project))
+    result = runs.run_setup(run, "one", timeout=120)
+    assert result["status"] == "ok" and result["pool"] is True, result
+    claims = sorted(pool.pool_dir(project).glob("slot-*.claim"))
+    assert len(claims) == 1 and not claims[0].with_suffix("").exists()
+    free = [s.path for s in pool.free_slots(project)]
+    assert len(free) == 1
+    run.event("task_end", task="one", state="done", failed_claims=[], notes=[], reason=None, log=None,
+              facts={}, via="test")
+    plan_ = cleanup.plan_cleanup(run)
+    assert [(s.kind, s.target) for s in plan_.steps] == [
+        ("worktree", "worktrees/task-1"), ("branch", "feature/task-1"),
+        ("claim", str(claims[0].relative_to(project)))]
+    with cleanup.lock(project):
+        assert all(r.ok for r in cleanup.apply(run, plan_))
+    assert not claims[0].exists() and not (project / "worktrees" / "task-1").exists()
+    assert [s.path for s in pool.free_slots(project)] == free  # the free worktree is the pool's, not the run's
+    assert [Path(w) for w in worktrees(project)] == [project, free[0]]
