@@ -291,3 +291,38 @@ def test_a_pool_claim_goes_and_the_free_pool_worktrees_stay(tmp_path):
     assert not claims[0].exists() and not (project / "worktrees" / "task-1").exists()
     assert [s.path for s in pool.free_slots(project)] == free  # the free worktree is the pool's, not the run's
     assert [Path(w) for w in worktrees(project)] == [project, free[0]]
+
+
+def test_real_cli_parallel_cleanup_shows_the_dry_run_and_asks_before_removing(fin, plugin_copy, tmp_path):
+    """/parallel:cleanup through the real Claude Code CLI: the (scripted) model runs the dry run
+    the command names and asks; nothing is removed before the user answers."""
+    from tests.support.claude_cli import run_claude
+    from tests.support.messages_api import MessagesAPIServer, first_user_text, text, tool_results, tool_use
+
+    seen = {}
+
+    def model(req):
+        prompt = first_user_text(req)
+        results = tool_results(req)
+        if results:
+            seen["dry_run"] = results[-1]["content"]
+            return [text("CLEANUP-ASKED: go ahead?")]
+        seen["prompt"] = prompt
+        m = re.search(r'"([^"\n]*/scripts/parallel-setup)" cleanup --dry-run\n', prompt)
+        if not m:
+            return [text("CLEANUP-CONFUSED")]
+        return [tool_use("Bash", {"command": f'"{m.group(1)}" cleanup --dry-run', "description": "Dry run"})]
+
+    before = repo_state(fin.project)
+    with MessagesAPIServer(model) as api:
+        proc = run_claude("/parallel:cleanup", cwd=fin.project, plugin_dir=plugin_copy, api_url=api.url,
+                          home=tmp_path / "home", timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        assert not api.errors, api.errors
+    assert "CLEANUP-ASKED: go ahead?" in proc.stdout, proc.stdout + proc.stderr
+    assert "<command-name>/parallel:cleanup</command-name>" in seen["prompt"]
+    assert "Then stop and wait for the answer." in seen["prompt"]
+    dry = seen["dry_run"] if isinstance(seen["dry_run"], str) else json.dumps(seen["dry_run"])
+    assert f"Cleanup of run {fin.run.id} (dry run: nothing is changed)" in dry
+    assert f"archive   dirty                refs/parallel/archive/{fin.run.id}/dirty" in dry
+    assert repo_state(fin.project) == before
