@@ -13,10 +13,7 @@ class IssuesMixin:
     def issues(self, repo: Optional[str] = None) -> List[Dict[str, Any]]:
         """Issues (oldest first) of ``owner/name``, or of every repository, as plain dicts."""
         with self._lock:
-            repos = list(self._repos.values())
-            if repo is not None:
-                repos = [r for r in repos if r.full_name.lower() == repo.lower()]
-            return [self._issue_public(r, i) for r in repos for i in r.issues]
+            return [self._issue_public(r, i) for r in self._repos_named(repo) for i in r.issues]
 
     def _issue_url(self, repo: _Repo, number: int) -> str:
         return f"https://{self.host}/{repo.owner}/{repo.name}/issues/{number}"

@@ -17,10 +17,7 @@ class PullsMixin:
     def pulls(self, repo: Optional[str] = None) -> List[Dict[str, Any]]:
         """Pull requests (oldest first) of ``owner/name``, or of every repository, as plain dicts."""
         with self._lock:
-            repos = list(self._repos.values())
-            if repo is not None:
-                repos = [r for r in repos if r.full_name.lower() == repo.lower()]
-            return [self._pull_public(r, p) for r in repos for p in r.pulls]
+            return [self._pull_public(r, p) for r in self._repos_named(repo) for p in r.pulls]
 
     def _pull_url(self, repo: _Repo, number: int) -> str:
         return f"https://{self.host}/{repo.owner}/{repo.name}/pull/{number}"

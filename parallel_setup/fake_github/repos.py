@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from .common import _Repo, _gql_error
 
@@ -28,6 +28,11 @@ class ReposMixin:
                 self._repos[key] = repo
                 self._nodes[repo.id] = ("Repository", repo)
             return repo
+
+    def _repos_named(self, repo: Optional[str]) -> List[_Repo]:
+        """Every repository, or the one named ``owner/name`` (case-insensitive); call under the lock."""
+        repos = list(self._repos.values())
+        return repos if repo is None else [r for r in repos if r.full_name.lower() == repo.lower()]
 
     def _gql_repo(self, variables: Dict[str, Any], key: str = "name") -> Union[_Repo, Dict[str, Any]]:
         owner = variables.get("owner", "")
