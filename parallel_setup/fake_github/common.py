@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 
 DOCS = "https://docs.github.com/rest"
@@ -53,3 +53,12 @@ def _validation_failed(code: str, field: str) -> Dict[str, Any]:
             "errors": [{"resource": "Label" if field == "name" else "Issue", "code": code,
                         "field": field}],
             "documentation_url": DOCS}
+
+
+def _page(items: List[Any], variables: Dict[str, Any], to_node: Callable[[Any], Dict[str, Any]]) -> Dict[str, Any]:
+    """One page of a connection (``totalCount``, ``nodes``, ``pageInfo``), by gh's ``limit`` and ``endCursor``."""
+    start = int(variables.get("endCursor") or 0)
+    limit = int(variables.get("limit") or 30)
+    more = start + limit < len(items)
+    return {"totalCount": len(items), "nodes": [to_node(i) for i in items[start:start + limit]],
+            "pageInfo": {"hasNextPage": more, "endCursor": str(start + limit) if more else ""}}

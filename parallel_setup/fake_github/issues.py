@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from .common import DOCS, _Repo, _gql_error, _now_iso, _validation_failed
+from .common import DOCS, _Repo, _gql_error, _now_iso, _page, _validation_failed
 
 
 class IssuesMixin:
@@ -146,15 +146,8 @@ class IssuesMixin:
             if wanted:
                 issues = [i for i in issues
                           if all(w in {l["name"].lower() for l in i["labels"]} for w in wanted)]
-            total = len(issues)
-            start = int(variables.get("endCursor") or 0)
-            limit = int(variables.get("limit") or 30)
-            page = issues[start:start + limit]
-            nodes = [self._issue_node(i) for i in page]
-        more = start + limit < total
-        return {"data": {"repository": {"hasIssuesEnabled": True, "issues": {
-            "totalCount": total, "nodes": nodes,
-            "pageInfo": {"hasNextPage": more, "endCursor": str(start + limit) if more else ""}}}}}
+            connection = _page(issues, variables, self._issue_node)
+        return {"data": {"repository": {"hasIssuesEnabled": True, "issues": connection}}}
 
     def _gql_IssueByNumber(self, query: str, variables: Dict[str, Any]) -> Dict[str, Any]:
         repo = self._gql_repo(variables, "repo")

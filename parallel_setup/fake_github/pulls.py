@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from .common import _Repo, _gql_error, _now_iso
+from .common import _Repo, _gql_error, _now_iso, _page
 
 
 class PullsMixin:
@@ -109,14 +109,8 @@ class PullsMixin:
         with self._lock:
             pulls = [p for p in reversed(repo.pulls) if p["state"] in states
                      and (not head or p["headRefName"] == head) and (not base or p["baseRefName"] == base)]
-            total = len(pulls)
-            start = int(variables.get("endCursor") or 0)
-            limit = int(variables.get("limit") or 30)
-            nodes = [self._pull_node(p) for p in pulls[start:start + limit]]
-        more = start + limit < total
-        return {"data": {"repository": {"pullRequests": {
-            "totalCount": total, "nodes": nodes,
-            "pageInfo": {"hasNextPage": more, "endCursor": str(start + limit) if more else ""}}}}}
+            connection = _page(pulls, variables, self._pull_node)
+        return {"data": {"repository": {"pullRequests": connection}}}
 
     def _gql_PullRequestByNumber(self, query: str, variables: Dict[str, Any]) -> Dict[str, Any]:
         """``gh pr view N``."""
