@@ -14,7 +14,8 @@ git again now: a worktree whose ``parallel-owner`` names this run and task, a br
 reflog says was created after the run started at the run's base commit and that still
 descends from it, the pool claim its setup log names, the integration worktree and branch
 ``parallel/<run-id>`` of ``parallel-setup merge``, and (``--remote``) origin's copy of a
-branch the run created, when it holds nothing the local branch does not. A branch or a
+branch the run created and whose task reported pushing it, when it holds nothing the local
+branch does not. A branch or a
 worktree of the same name that the run did not make, and the user's checkout, are never
 touched: they are listed as kept, with the reason.
 
@@ -298,7 +299,8 @@ def _checked_out(worktrees: Dict[str, Dict[str, str]], branch: str, removed: Seq
 def _plan_branch(run, plan: CleanupPlan, task: Optional[str], name: str, branch: str, *,
                  created: bool, base: Optional[str], wt: Optional[Dict[str, Any]],
                  base_tips: List[str], worktrees: Dict[str, Dict[str, str]], removed: List[str],
-                 remote_heads: Optional[Dict[str, str]], remote: bool, discard: bool) -> None:
+                 remote_heads: Optional[Dict[str, str]], remote: bool, discard: bool,
+                 pushed: Optional[bool]) -> None:
     """Steps for one branch of the run (a task's, or the integration branch) and its archive."""
     tip = _rev(run.project, f"refs/heads/{branch}")
     remote_sha = (remote_heads or {}).get(branch)
@@ -324,7 +326,9 @@ def _plan_branch(run, plan: CleanupPlan, task: Optional[str], name: str, branch:
     on_remote = bool(remote_sha) and _rev(run.project, remote_sha) is not None and _is_ancestor(run.project, tip, remote_sha)
     delete_remote = False
     if remote and remote_sha:
-        if _rev(run.project, remote_sha) is None or not _is_ancestor(run.project, remote_sha, tip):
+        if pushed is not True:
+            plan.kept.append(Kept(task, f"origin/{branch}", "the task's report does not say it pushed it"))
+        elif _rev(run.project, remote_sha) is None or not _is_ancestor(run.project, remote_sha, tip):
             plan.kept.append(Kept(task, f"origin/{branch}", "origin's branch has commits the run's branch does not"))
         elif base and not _is_ancestor(run.project, base, remote_sha):
             plan.kept.append(Kept(task, f"origin/{branch}", "origin's branch does not descend from the run's base commit"))
@@ -438,7 +442,7 @@ def plan_cleanup(run, *, remote: bool = False, discard: bool = False, purge_logs
         if own["branch"]:
             _plan_branch(run, plan, task, task, own["branch"], created=own["branch_created"], base=base,
                          wt=wt, base_tips=base_tips, worktrees=worktrees, removed=removed,
-                         remote_heads=remote_heads, remote=remote, discard=discard)
+                         remote_heads=remote_heads, remote=remote, discard=discard, pushed=own["pushed"])
         else:
             wt_archive(run, plan, task, task, wt, None, discard)
         for claim in _pool_claims(run, task):
@@ -470,7 +474,8 @@ def _plan_integration(run, plan: CleanupPlan, worktrees, base_tips, remote_heads
     created = branch_created_by_run(run.project, branch, run.created_at, None)
     _plan_branch(run, plan, None, INTEGRATION_ARCHIVE, branch, created=created, base=run.data.get("base_commit"),
                  wt=wt, base_tips=base_tips, worktrees=worktrees, removed=removed,
-                 remote_heads=remote_heads, remote=remote, discard=discard)
+                 remote_heads=remote_heads, remote=remote, discard=discard,
+                 pushed=True)  # its name holds the run id; origin's copy is checked like a task's
 
 
 # --------------------------------------------------------------------------

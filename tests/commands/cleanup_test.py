@@ -177,11 +177,14 @@ def test_two_cleanups_at_once_do_not_both_act(fin):
 def test_remote_deletes_only_what_the_run_pushed_and_archives_it_first(fin):
     p = fin.project
     git(p, "push", "-q", "origin", "feature/task-5")  # the user's branch, on origin too
+    git(p, "push", "-q", "origin", "feature/task-3")  # the user pushed the run's branch; its task did not
     proc = cli(p, "--remote")
     assert proc.returncode == 0, proc.stderr
+    assert "  unpushed             origin/feature/task-3: the task's report does not say it pushed it\n" in proc.stdout
     remote = git(p, "ls-remote", "--heads", "origin").stdout
     assert "refs/heads/feature/task-2" not in remote
     assert "refs/heads/feature/task-5" in remote and "refs/heads/main" in remote
+    assert "refs/heads/feature/task-3" in remote
     # Not merged and now on no branch anywhere: archived before origin's copy went.
     assert git(p, "rev-parse", archive(fin, "pushed")).stdout.strip() == fin.commits["pushed"]
 
