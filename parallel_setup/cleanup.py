@@ -50,7 +50,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from . import events
 from .errors import FatalError
-from .ownership import branch_created_by_run, task_ownership, worktree_admin_dir, worktree_owner
+from .ownership import task_ownership
+from .provenance import branch_created_by_run, worktree_admin_dir, worktree_owner
 from .paths import state_dir
 
 ARCHIVE_PREFIX = "refs/parallel/archive"

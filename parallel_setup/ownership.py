@@ -10,29 +10,26 @@ alone. The records it reads today:
   script right after it created (or claimed from the pool) the worktree, and by nobody else;
 * the branch's reflog: the setup script creates the branch with ``git worktree add -b`` or
   ``git switch -c`` at the run's base commit, which git logs as ``branch: Created from ...``,
-  during the task's worktree step (its ``step_start``/``step_end`` events);
+  during the task's worktree step (its ``step_start``/``step_end`` events). A branch of the
+  same name that existed before the run, or that was deleted and made again since, has
+  another first entry (deleting a branch deletes its reflog);
 * ``setup.log``: ``git worktree add`` printed ``Preparing worktree (new branch 'B')`` (an
   existing branch is ``checking out 'B'``), or the worktree came from the pool (whose claim
-  only ever creates a new branch).
-  A branch of the same name that existed before the run, or that was deleted and made again
-  since, has another first entry (deleting a branch deletes its reflog);
+  only ever creates a new branch);
 * ``report.json`` (the completion report): whether the task says it pushed.
 
-Standard library only.
+The git side of those checks is in ``provenance.py``. Standard library only.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import events
-
-#: Slack for the clocks of the run's record and of git's reflog (seconds).
-CLOCK_SLACK = 5.0
+from .provenance import branch_created_by_run, worktree_owner
 
 
 def _read_json(path: Path) -> Optional[dict]:
@@ -41,81 +38,6 @@ def _read_json(path: Path) -> Optional[dict]:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _git(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=project, capture_output=True, text=True, timeout=60)
-
-
-def worktree_admin_dir(worktree: Path, project: Optional[Path] = None) -> Optional[Path]:
-    """The worktree's folder in the main repository (``.git/worktrees/<name>``), or None.
-
-    Found from the worktree's ``.git`` file, or (given the main checkout ``project``) from the
-    admin folder whose ``gitdir`` names it: a removal killed half-way may have deleted the
-    ``.git`` file already.
-    """
-    try:
-        line = (Path(worktree) / ".git").read_text(encoding="utf-8").splitlines()[0]
-    except (OSError, IndexError):
-        line = ""
-    if line.startswith("gitdir: "):
-        admin = Path(line[len("gitdir: "):].strip())
-        if not admin.is_absolute():
-            admin = Path(worktree) / admin
-        return admin if admin.is_dir() else None
-    if project is None:
-        return None
-    wanted = os.path.join(os.path.realpath(worktree), ".git")
-    for gitdir in (Path(project) / ".git" / "worktrees").glob("*/gitdir"):
-        try:
-            named = gitdir.read_text(encoding="utf-8").strip()
-        except OSError:
-            continue
-        if os.path.realpath(os.path.dirname(named)) == os.path.dirname(wanted):
-            return gitdir.parent
-    return None
-
-
-def worktree_owner(worktree: Path, project: Optional[Path] = None) -> Optional[str]:
-    """What the worktree's ``parallel-owner`` file says (``<run-id> <task-id>``), or None."""
-    admin = worktree_admin_dir(worktree, project)
-    if admin is None:
-        return None
-    try:
-        return (admin / "parallel-owner").read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
-
-
-def branch_creation(project: Path, branch: str) -> Optional[Dict[str, Any]]:
-    """The oldest reflog entry of ``refs/heads/<branch>``: ``{"commit", "time", "message"}``, or None."""
-    proc = _git(project, "reflog", "show", "--format=%H %gd %gs", "--date=unix", f"refs/heads/{branch}", "--")
-    if proc.returncode != 0:
-        return None
-    lines = [l for l in proc.stdout.splitlines() if l.strip()]
-    if not lines:
-        return None
-    commit, selector, message = (lines[-1].split(" ", 2) + ["", ""])[:3]
-    try:  # refs/heads/x@{1796171799}
-        when = float(selector.rsplit("@{", 1)[1].rstrip("}"))
-    except (IndexError, ValueError):
-        return None
-    return {"commit": commit, "time": when, "message": message}
-
-
-def branch_created_by_run(project: Path, branch: str, created_at: float, base_commit: Optional[str],
-                          windows: Optional[List[Tuple[float, float]]] = None) -> bool:
-    """True when git's reflog says the branch was created after the run started, at its base commit,
-    and (given the task's worktree-step ``windows``) while one of them ran."""
-    first = branch_creation(project, branch)
-    if first is None or not first["message"].startswith("branch: Created from"):
-        return False
-    if first["time"] + CLOCK_SLACK < created_at:
-        return False
-    if windows is not None and not any(start - CLOCK_SLACK <= first["time"] <= end + CLOCK_SLACK
-                                       for start, end in windows):
-        return False
-    return not base_commit or first["commit"] == base_commit
 
 
 def worktree_step_windows(run, task_id: str) -> List[Tuple[float, float]]:
