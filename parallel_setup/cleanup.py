@@ -251,13 +251,13 @@ def _plan_worktree(run, plan: CleanupPlan, task: str, path: Path, base_tips: Lis
     real = os.path.realpath(path)
     info = worktrees.get(real)
     admin = worktree_admin_dir(path, run.project)
+    rel = _relative(run.project, path)
     if info is None or admin is None:
-        plan.kept.append(Kept(task, str(path), "not a git worktree of this repository"))
+        plan.kept.append(Kept(task, rel, "not a git worktree of this repository"))
         return None
     if "locked" in info or (admin / "locked").exists():
-        plan.kept.append(Kept(task, str(path), "locked (git worktree unlock it first)"))
+        plan.kept.append(Kept(task, rel, "locked (git worktree unlock it first)"))
         return None
-    rel = _relative(run.project, path)
     if (admin / REMOVING_MARKER).exists():  # a cleanup was interrupted after its archive was made
         plan.steps.append(Step("worktree", task, rel, "finish the removal an interrupted cleanup started",
                                disk_usage(path), {"path": str(path), "force": True}))
@@ -321,7 +321,9 @@ def _plan_branch(run, plan: CleanupPlan, task: Optional[str], name: str, branch:
     where = _checked_out(worktrees, branch, removed)
     if where is not None:
         wt_archive(run, plan, task, name, wt, None, discard)
-        plan.kept.append(Kept(task, branch, f"checked out in {where}"))
+        main = os.path.realpath(run.project)
+        shown = "the main checkout" if where == main else _relative(Path(main), Path(where))
+        plan.kept.append(Kept(task, branch, f"checked out in {shown}"))
         return
     merged = any(_is_ancestor(run.project, tip, t) for t in base_tips)
     on_remote = bool(remote_sha) and _rev(run.project, remote_sha) is not None and _is_ancestor(run.project, tip, remote_sha)

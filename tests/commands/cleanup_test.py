@@ -329,3 +329,26 @@ def test_real_cli_parallel_cleanup_shows_the_dry_run_and_asks_before_removing(fi
     assert f"Cleanup of run {fin.run.id} (dry run: nothing is changed)" in dry
     assert f"archive   dirty                refs/parallel/archive/{fin.run.id}/dirty" in dry
     assert repo_state(fin.project) == before
+
+
+def test_a_locked_worktree_and_the_branch_checked_out_in_it_stay(fin):
+    p = fin.project
+    git(p, "worktree", "lock", "--reason", "on a USB disk", str(p / "worktrees" / "task-3"))
+    plan = cleanup.plan_cleanup(fin.run)
+    assert [(k.target, k.reason) for k in plan.kept if k.task == "unpushed"] == [
+        ("worktrees/task-3", "locked (git worktree unlock it first)"),
+        ("feature/task-3", "checked out in worktrees/task-3")]
+    assert not [s for s in plan.steps if s.task == "unpushed"]
+
+
+def test_no_run_and_an_unknown_run_are_clear_errors(tmp_path, fin, capsys):
+    from tests.support.git import make_repo
+    empty = make_repo(tmp_path / "empty", origin=False)
+    assert main(["-C", str(empty), "cleanup"]) == 1
+    assert capsys.readouterr().err == (f"parallel-setup: no runs in {empty / '.parallel' / 'runs'}; "
+                                       "start one with /parallel:execute\n")
+    assert main(["-C", str(fin.project), "cleanup", "20990101-000000-beef"]) == 1
+    assert capsys.readouterr().err == (f"parallel-setup: no run '20990101-000000-beef' in "
+                                       f"{fin.project / '.parallel' / 'runs'} (recent runs: {fin.run.id})\n")
+    assert main(["-C", str(fin.project), "cleanup", fin.run.id, "--all-merged"]) == 1
+    assert capsys.readouterr().err == "parallel-setup: give a RUN or --all-merged, not both\n"
