@@ -36,8 +36,8 @@ cleanups in one repository from acting at once.
 from __future__ import annotations
 
 import errno
-import filecmp
 import fcntl
+import filecmp
 import os
 import shutil
 import signal
@@ -260,7 +260,8 @@ def _plan_worktree(run, plan: CleanupPlan, task: str, path: Path, base_tips: Lis
         return None
     if (admin / REMOVING_MARKER).exists():  # a cleanup was interrupted after its archive was made
         plan.steps.append(Step("worktree", task, rel, "finish the removal an interrupted cleanup started",
-                               disk_usage(path), {"path": str(path), "force": True}))
+                               disk_usage(path), {"path": str(path), "force": True,
+                                                  "owner": worktree_owner(path, run.project)}))
         return None
     candidates = _env_paths(run, path)
     tracked = _tracked(path, candidates)
@@ -277,7 +278,8 @@ def _plan_worktree(run, plan: CleanupPlan, task: str, path: Path, base_tips: Lis
                                env_size, {"path": str(path), "paths": env_paths}))
     detail = f"{len(changes)} uncommitted change(s)" if changes else "clean"
     plan.steps.append(Step("worktree", task, rel, detail, size - env_size,
-                           {"path": str(path), "force": bool(changes), "discard": discard}))
+                           {"path": str(path), "force": bool(changes), "discard": discard,
+                            "owner": worktree_owner(path, run.project)}))
     if changes and discard:
         plan.notes.append(f"{task}: --discard: the uncommitted changes in {rel} are not archived")
     return {"path": str(path), "head": head, "changes": changes, "env_paths": env_paths}
@@ -459,13 +461,16 @@ def plan_cleanup(run, *, remote: bool = False, discard: bool = False, purge_logs
 
 
 def _plan_integration(run, plan: CleanupPlan, worktrees, base_tips, remote_heads, remote, discard) -> None:
-    """The merge train's worktree and branch, ``parallel/<run-id>`` (made by ``parallel-setup merge``)."""
-    branch = f"{INTEGRATION_PREFIX}{run.id}"
-    path = _integration_worktree(run, worktrees)
+    """The merge train's worktree and branch, ``parallel/<run-id>``, as ``parallel-setup merge``
+    records them (``merge/integration.json``); without a record, the worktree on that branch."""
+    from .runs import _read_json
+    record = _read_json(run.dir / "merge" / "integration.json") or {}
+    branch = record.get("branch") or f"{INTEGRATION_PREFIX}{run.id}"
+    path = Path(record["worktree"]) if record.get("worktree") else _integration_worktree(run, worktrees)
     wt, removed = None, []
-    if path is not None:
+    if path is not None and os.path.lexists(path):
         owner = worktree_owner(path, run.project) or ""
-        if owner.split(" ")[0] != run.id:
+        if owner.split(" ")[0] != run.id or record.get("worktree_created") is False:
             plan.kept.append(Kept(None, _relative(run.project, path),
                                   f"the integration worktree was not made by this run (owner: {owner or 'none recorded'})"))
         else:
@@ -474,7 +479,8 @@ def _plan_integration(run, plan: CleanupPlan, worktrees, base_tips, remote_heads
                 removed.append(os.path.realpath(path))
     if _rev(run.project, f"refs/heads/{branch}") is None and wt is None:
         return
-    created = branch_created_by_run(run.project, branch, run.created_at, None)
+    created = record.get("branch_created") is not False and branch_created_by_run(
+        run.project, branch, run.created_at, record.get("base_commit"))
     _plan_branch(run, plan, None, INTEGRATION_ARCHIVE, branch, created=created, base=run.data.get("base_commit"),
                  wt=wt, base_tips=base_tips, worktrees=worktrees, removed=removed,
                  remote_heads=remote_heads, remote=remote, discard=discard,
@@ -588,6 +594,9 @@ def _remove_worktree(run, step: Step, archived: bool) -> str:
         _git(project, "worktree", "prune")
         return "already gone"
     admin = worktree_admin_dir(path, run.project)
+    owner = worktree_owner(path, run.project)
+    if owner != step.data.get("owner"):  # looked at again: somebody else's worktree is there now
+        raise FatalError(f"{path} is no longer the worktree the plan saw (owner now: {owner or 'none recorded'}): kept")
     if admin is not None and os.path.realpath(path) != os.path.realpath(project):
         if step.data.get("force") and not archived and not (admin / REMOVING_MARKER).exists() and not step.data.get("discard"):
             raise FatalError(f"{path} has uncommitted changes and no archive: not removed")

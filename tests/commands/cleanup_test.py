@@ -245,11 +245,18 @@ def test_the_merge_trains_worktree_and_branch_go_with_the_run_archived(fin):
     that is in no other branch: archived as _integration, then removed."""
     p = fin.project
     branch = f"parallel/{fin.run.id}"
-    wt = p / "worktrees" / f"parallel-{fin.run.id}"
-    git(p, "worktree", "add", "-q", "-b", branch, str(wt), "main")
+    wt = p / "worktrees" / f"merge-{fin.run.id}"
+    base = fin.run.data["base_commit"]
+    record = {"branch": branch, "worktree": str(wt), "base_commit": base, "branch_created": True,
+              "worktree_created": True}
+    (fin.run.dir / "merge").mkdir()
+    (fin.run.dir / "merge" / "integration.json").write_text(json.dumps(record))
+    git(p, "branch", "--no-track", branch, base)  # as merge.ensure_integration does
+    git(p, "worktree", "add", "-q", "--detach", "--", str(wt), branch)
     (p / ".git" / "worktrees" / wt.name / "parallel-owner").write_text(f"{fin.run.id} merge\n")
     git(wt, "merge", "-q", "--no-ff", "-m", "Merge task unpushed", "feature/task-3")
     merge_commit = git(wt, "rev-parse", "HEAD").stdout.strip()
+    git(p, "update-ref", f"refs/heads/{branch}", merge_commit)
     proc = cli(p, "--json")
     assert proc.returncode == 0, proc.stderr
     steps = [(r["kind"], r["task"], r["target"]) for r in json.loads(proc.stdout)["results"]]
