@@ -728,13 +728,17 @@ def _release_shared(project: Path, run_id: str, plan: CleanupPlan) -> None:
         ports = None
     if ports is not None and hasattr(ports, "release_run"):
         try:
-            ports.release_run(project, run_id)
+            released = ports.release_run(project, run_id)
+            if released:
+                plan.notes.append(f"released the run's port leases ({released})")
         except Exception as e:  # noqa: BLE001 - the run's removal is done; say what was left
             plan.notes.append(f"could not release the run's ports: {e}")
     from . import pool
     if hasattr(pool, "remove_stale"):
         try:
-            pool.remove_stale(project)
+            stale = pool.remove_stale(project)
+            if stale:
+                plan.notes.append(f"removed {stale} stale worktree(s) from the pool")
         except Exception as e:  # noqa: BLE001
             plan.notes.append(f"could not remove the pool's stale slots: {e}")
 
