@@ -581,6 +581,7 @@ def _archive(run, step: Step) -> str:
             for p in parents + ([existing] if existing else []):
                 args += ["-p", p]
             commit = _git(project, *args).stdout.strip()
+    _test_kill_point()  # the commit is made, the ref not yet
     proc = _git(project, "update-ref", "-m", f"parallel cleanup of run {run.id}", ref, commit, existing or ZERO)
     if proc.returncode != 0:
         raise FatalError(f"cannot write {ref}: {proc.stderr.strip()}")
@@ -601,6 +602,7 @@ def _remove_worktree(run, step: Step, archived: bool) -> str:
         if step.data.get("force") and not archived and not (admin / REMOVING_MARKER).exists() and not step.data.get("discard"):
             raise FatalError(f"{path} has uncommitted changes and no archive: not removed")
         (admin / REMOVING_MARKER).write_text(f"{run.id}\n", encoding="utf-8")
+        _test_kill_point()  # marked, not yet removed
     proc = _git(project, "worktree", "remove", "--", str(path))
     if proc.returncode != 0 and (step.data.get("force") or archived or "submodule" in proc.stderr):
         # Ours, and its changes are archived (or discarded by name): now --force is safe.
@@ -643,7 +645,8 @@ def apply(run, plan: CleanupPlan, *, log=None) -> List[StepResult]:
             results.append(StepResult(step, False, str(e)))
         if log is not None:
             log(results[-1])
-        _test_kill_point()
+        if not results[-1].message.startswith("already saved"):  # a step that changed something
+            _test_kill_point()
     if not any(r.ok and r.step.kind == "logs" for r in results):
         _record(run, results)
         _release_shared(project, run.id, plan)
@@ -663,7 +666,8 @@ _steps_done = 0
 
 
 def _test_kill_point() -> None:
-    """Tests kill cleanup for real between steps: ``PARALLEL_CLEANUP_KILL_AFTER=N`` SIGKILLs it after N steps."""
+    """Tests kill cleanup for real: ``PARALLEL_CLEANUP_KILL_AFTER=N`` SIGKILLs it at the Nth point
+    (after each step, and inside the archive and worktree steps)."""
     global _steps_done
     _steps_done += 1
     limit = os.environ.get("PARALLEL_CLEANUP_KILL_AFTER")
@@ -674,8 +678,9 @@ def _test_kill_point() -> None:
 def _do(run, step: Step, archived: bool) -> str:
     project = Path(run.project)
     if step.kind == "archive":
+        before = _rev(project, step.data["ref"])
         commit = _archive(run, step)
-        return f"saved ({commit[:12]})"
+        return f"saved ({commit[:12]})" if commit != before else f"already saved ({commit[:12]})"
     if step.kind == "env":
         path = Path(step.data["path"])
         for p in step.data["paths"]:
