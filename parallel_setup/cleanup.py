@@ -454,7 +454,9 @@ def plan_cleanup(run, *, remote: bool = False, discard: bool = False, purge_logs
             plan.steps.append(Step("claim", task, _relative(project, claim), "a spent pool claim", 0,
                                    {"path": str(claim)}))
     _plan_integration(run, plan, worktrees, base_tips, remote_heads, remote, discard)
-    if purge_logs:
+    if purge_logs and plan.kept:
+        plan.notes.append("--purge-logs: the run's records and logs stay, since some of what it names is kept")
+    elif purge_logs:
         plan.steps.append(Step("logs", None, _relative(project, run.dir), "the run's records and logs",
                                disk_usage(run.dir), {"path": str(run.dir)}))
     return plan
@@ -629,8 +631,8 @@ def apply(run, plan: CleanupPlan, *, log=None) -> List[StepResult]:
         if key in failed and step.kind != "logs":
             results.append(StepResult(step, False, "skipped: an earlier step of this task failed"))
             continue
-        if step.kind == "logs" and (failed or plan.kept):
-            results.append(StepResult(step, False, "kept: not everything of the run was removed"))
+        if step.kind == "logs" and failed:
+            results.append(StepResult(step, False, "kept: an earlier step failed"))
             continue
         if step.kind == "logs":
             _record(run, results)

@@ -219,6 +219,10 @@ def test_all_merged_cleans_only_runs_whose_tasks_are_all_merged(fin, capsys):
     assert not other.dir.exists()  # --purge-logs: nothing of it was kept
     assert "feature/task-7" not in branches(p)
     assert (fin.run.dir / "run.json").exists() and (p / "worktrees" / "task-1").exists()
+    assert main(["-C", str(p), "cleanup", fin.run.id, "--purge-logs"]) == 0
+    assert ("Note: --purge-logs: the run's records and logs stay, since some of what it names is kept\n"
+            in capsys.readouterr().out)
+    assert (fin.run.dir / "run.json").exists()
 
 
 def finished_run_all_merged(project: Path) -> runs.Run:
