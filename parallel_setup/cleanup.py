@@ -280,8 +280,6 @@ def _plan_worktree(run, plan: CleanupPlan, task: str, path: Path, base_tips: Lis
     plan.steps.append(Step("worktree", task, rel, detail, size - env_size,
                            {"path": str(path), "force": bool(changes), "discard": discard,
                             "owner": worktree_owner(path, run.project)}))
-    if changes and discard:
-        plan.notes.append(f"{task}: --discard: the uncommitted changes in {rel} are not archived")
     return {"path": str(path), "head": head, "changes": changes, "env_paths": env_paths}
 
 
@@ -358,10 +356,6 @@ def wt_archive(run, plan: CleanupPlan, task: Optional[str], name: str, wt: Optio
     lost_head = bool(head and tip is None and not dirty and not _reachable_elsewhere(run.project, head))
     if not (dirty or tip or lost_head):
         return
-    if discard:
-        plan.notes.append(f"{task or name}: --discard: not archived")
-        return
-    parents = [p for p in dict.fromkeys([head if (dirty or lost_head) else None, tip]) if p]
     what = []
     if dirty:
         what.append(f"{len(wt['changes'])} uncommitted change(s) in {_relative(run.project, Path(wt['path']))}")
@@ -369,6 +363,10 @@ def wt_archive(run, plan: CleanupPlan, task: Optional[str], name: str, wt: Optio
         what.append("the unmerged commits of its branch")
     if lost_head and not tip:
         what.append("the worktree's commits")
+    if discard:
+        plan.notes.append(f"{task or 'merge'}: --discard: not archived, so lost: " + "; ".join(what))
+        return
+    parents = [p for p in dict.fromkeys([head if (dirty or lost_head) else None, tip]) if p]
     step = Step("archive", task, archive_ref(run.id, name), "; ".join(what), 0,
                 {"ref": archive_ref(run.id, name), "parents": parents,
                  "worktree": wt["path"] if dirty else None, "env_paths": wt["env_paths"] if wt else []})

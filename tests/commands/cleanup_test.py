@@ -194,7 +194,8 @@ def test_remote_deletes_only_what_the_run_pushed_and_archives_it_first(fin):
 def test_discard_by_name_skips_the_archive(fin):
     proc = cli(fin.project, "--discard")
     assert proc.returncode == 0, proc.stderr
-    assert "--discard: the uncommitted changes in worktrees/task-1 are not archived" in proc.stdout
+    assert ("Note: dirty: --discard: not archived, so lost: 2 uncommitted change(s) in worktrees/task-1; "
+            "the unmerged commits of its branch\n") in proc.stdout
     assert git(fin.project, "for-each-ref", "refs/parallel/").stdout == ""
     assert not (fin.project / "worktrees" / "task-1").exists()
 
