@@ -58,8 +58,9 @@ ARCHIVE_PREFIX = "refs/parallel/archive"
 INTEGRATION_PREFIX = "parallel/"
 #: The archive name of the integration branch (task ids are lower-case letters, digits and dashes).
 INTEGRATION_ARCHIVE = "_integration"
-#: What the setup script's environment step installs in a worktree (never the user's work).
-ENV_ARTIFACTS = (".venv", "node_modules")
+#: What the setup script's environment step installs in a worktree (never the user's work):
+#: the virtual environment, the Node packages, and the metadata ``pip install -e .`` writes.
+ENV_ARTIFACTS = (".venv", "node_modules", "*.egg-info", "src/*.egg-info")
 #: Written into a worktree's admin folder once its archive is safe: a re-run finishes the removal.
 REMOVING_MARKER = "parallel-cleanup"
 ZERO = "0" * 40
@@ -202,7 +203,8 @@ def _base_tips(run) -> List[str]:
 
 def _env_paths(run, worktree: Path) -> List[str]:
     """Paths (relative to the worktree) the environment step put there and cleanup may delete."""
-    found = [p for p in ENV_ARTIFACTS if os.path.lexists(worktree / p)]
+    found = list(dict.fromkeys(str(p.relative_to(worktree)) for pattern in ENV_ARTIFACTS
+                               for p in sorted(worktree.glob(pattern))))
     for f in run.plan.copy_files:
         ours, theirs = worktree / f, run.project / f
         if not os.path.lexists(ours):
@@ -219,8 +221,8 @@ def _tracked(worktree: Path, paths: Sequence[str]) -> List[str]:
     if not paths:
         return []
     proc = _git(worktree, "ls-files", "-z", "--", *paths)
-    tracked = {p.split("/", 1)[0] for p in proc.stdout.split("\0") if p}
-    return [p for p in paths if p.split("/", 1)[0] in tracked or p in tracked]
+    files = [f for f in proc.stdout.split("\0") if f]
+    return [p for p in paths if any(f == p or f.startswith(p + "/") for f in files)]
 
 
 def _exclusions(paths: Sequence[str]) -> List[str]:
