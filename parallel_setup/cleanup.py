@@ -755,16 +755,26 @@ def _release_shared(project: Path, run_id: str, plan: CleanupPlan) -> None:
 
 
 def all_merged(run) -> Optional[str]:
-    """None when every task of the run is done and its branch merged into the base (or gone); else why not."""
+    """None when every task of the run is done and merged into the base; else why not.
+
+    Merged: the task's branch is in the base's history (or gone), or the merge train
+    (``parallel-setup merge``) recorded merging it as a commit that is (a squash merge).
+    """
     from .runs import task_states
     tips = _base_tips(run)
     states = task_states(run)
+    merge_commits: Dict[str, List[str]] = {}
+    for e in events.iter_events(run.dir):
+        if e.get("event") == "merge_task" and e.get("result") == "merged" and isinstance(e.get("commit"), str):
+            merge_commits.setdefault(e.get("task"), []).append(e["commit"])
     for task in run.tasks:
         if states[task].state != "done":
             return f"task {task} is {states[task].state}"
         branch = task_ownership(run, task)["branch"]
         tip = _rev(run.project, f"refs/heads/{branch}") if branch else None
-        if tip and not any(_is_ancestor(run.project, tip, t) for t in tips):
+        landed = tip is None or any(_is_ancestor(run.project, c, t) for c in [tip, *merge_commits.get(task, [])]
+                                    if _rev(run.project, c) for t in tips)
+        if not landed:
             return f"task {task}'s branch {branch} is not merged into the base"
     return None
 

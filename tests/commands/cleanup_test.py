@@ -366,3 +366,22 @@ def test_no_run_and_an_unknown_run_are_clear_errors(tmp_path, fin, capsys):
                                        f"{fin.project / '.parallel' / 'runs'} (recent runs: {fin.run.id})\n")
     assert main(["-C", str(fin.project), "cleanup", fin.run.id, "--all-merged"]) == 1
     assert capsys.readouterr().err == "parallel-setup: give a RUN or --all-merged, not both\n"
+
+
+def test_all_merged_counts_a_squash_merge_the_merge_train_recorded(fin):
+    """A squash merge leaves the task's branch out of the base's history; the train's record of
+    the commit it made (merge_task, result merged), in the base, counts as merged."""
+    p = fin.project
+    assert cleanup.all_merged(fin.run) == "task dirty's branch feature/task-1 is not merged into the base"
+    for task in fin.run.tasks:
+        branch = fin.branch(task)
+        if git(p, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}", check=False).returncode:
+            continue
+        if git(p, "merge-base", "--is-ancestor", branch, "main", check=False).returncode == 0:
+            continue
+        git(p, "merge", "-q", "--squash", branch)
+        git(p, "commit", "-q", "-m", f"{task} (squashed)")
+        fin.run.event("merge_task", task=task, result="merged", commit=git(p, "rev-parse", "HEAD").stdout.strip())
+    git(p, "push", "-q", "origin", "main")
+    git(p, "fetch", "-q", "origin")
+    assert cleanup.all_merged(fin.run) is None
