@@ -79,6 +79,11 @@ def _git(cwd: Path, *args: str, env: Optional[Dict[str, str]] = None, timeout: f
                           env=env, stdin=subprocess.DEVNULL)
 
 
+def _no_prompt() -> Dict[str, str]:
+    """For git's network calls: fail instead of asking for credentials (no one may be there to answer)."""
+    return dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="", SSH_ASKPASS="")
+
+
 def _rev(cwd: Path, ref: str) -> Optional[str]:
     proc = _git(cwd, "rev-parse", "--verify", "--quiet", ref + "^{commit}")
     return proc.stdout.strip() or None if proc.returncode == 0 else None
@@ -108,8 +113,8 @@ def _remote_heads(project: Path) -> Optional[Dict[str, str]]:
     """origin's branches (name -> commit), None without an origin or when it cannot be reached."""
     if _git(project, "remote", "get-url", "origin").returncode != 0:
         return None
-    try:
-        proc = _git(project, "ls-remote", "--heads", "origin", timeout=120)
+    try:  # never a credential prompt: with no answer in time, nothing counts as pushed
+        proc = _git(project, "ls-remote", "--heads", "origin", env=_no_prompt(), timeout=60)
     except subprocess.TimeoutExpired:
         return None
     if proc.returncode != 0:
@@ -708,8 +713,11 @@ def _do(run, step: Step, archived: bool) -> str:
         return "deleted"
     if step.kind == "remote":
         branch, sha = step.data["branch"], step.data["sha"]
-        proc = _git(project, "push", "--quiet", f"--force-with-lease=refs/heads/{branch}:{sha}", "origin",
-                    f":refs/heads/{branch}", timeout=300)
+        try:
+            proc = _git(project, "push", "--quiet", f"--force-with-lease=refs/heads/{branch}:{sha}", "origin",
+                        f":refs/heads/{branch}", env=_no_prompt(), timeout=120)
+        except subprocess.TimeoutExpired:
+            raise FatalError(f"cannot delete origin/{branch}: git push timed out") from None
         if proc.returncode != 0:
             if "remote ref does not exist" in proc.stderr:
                 return "already gone"
