@@ -60,3 +60,12 @@ def test_missing_gh_is_named(tmp_path, gh_env):
     with pytest.raises(pulls.GhError) as exc:
         pulls.list_prs(tmp_path, REPO, env=dict(gh_env, PARALLEL_GH=str(tmp_path / "no-gh")))
     assert str(exc.value).startswith(f"cannot run {tmp_path / 'no-gh'}: ")
+
+
+def test_without_a_repository_gh_uses_the_projects_github_remote(fake_github, gh_env, tmp_path):
+    from tests.support.git import git, make_repo
+    project = make_repo(tmp_path, origin=False)
+    git(project, "remote", "add", "origin", "https://github.localhost/acme/widgets.git")
+    made = pulls.ensure_pr(project, None, "feature/e", "main", "E", "Closes #1", env=gh_env)
+    assert made["url"] == "https://github.localhost/acme/widgets/pull/1"
+    assert pulls.ensure_pr(project, "", "feature/e", "main", "E", "Closes #1", env=gh_env)["reused"] is True
