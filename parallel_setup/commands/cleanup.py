@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
     p.add_argument("--purge-logs", action="store_true",
                    help="also remove the run's records and logs (.parallel/runs/<run-id>/) once all else is gone")
     p.add_argument("--include-running", action="store_true",
-                   help="also clean tasks the records show as still running (an agent that was lost)")
+                   help="also clean tasks still running, when you know no agent works in them any more")
     p.add_argument("--json", action="store_true", help="print what was (or would be) done as JSON")
     p.set_defaults(func=run)
 
