@@ -40,6 +40,7 @@ POOL_DIRNAME = ".pool"
 DEFAULT_SIZE = 8
 MAX_SIZE = 100
 CLAIM_SUFFIX = ".claim"
+ENV_SUFFIX = ".env"  # slot-<id>.env: the environment its fill installed
 STALE_CLAIM_SECONDS = 600  # a claim this old on a slot still here: its setup died half-way
 
 
@@ -73,10 +74,14 @@ def log_path(project: Path) -> Path:
 class Settings:
     size: int
     base_branch: str
+    setup: str = "auto"  # the environment step a fill runs in each worktree ("none": checkouts only)
 
 
-def load_settings(project: Path) -> Optional[Settings]:
-    """The pool's setting, or None when the pool is off. A damaged file is an error."""
+OFF = "off"  # ``{"off": true}`` in pool.json: turned off by the user
+
+
+def _read_setting(project: Path):
+    """pool.json's content: None (absent: the default), a dict. A damaged file is an error."""
     path = settings_path(project)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -85,21 +90,51 @@ def load_settings(project: Path) -> Optional[Settings]:
     except (OSError, ValueError) as e:
         raise FatalError(f"{path} is not valid JSON ({e}); turn the pool on again with: "
                          "parallel-setup pool on --size N") from None
-    size, base = (data.get("size"), data.get("base_branch")) if isinstance(data, dict) else (None, None)
+    if not isinstance(data, dict):
+        raise FatalError(f"{path} must hold a JSON object; turn the pool on again with: parallel-setup pool on --size N")
+    return data
+
+
+def load_settings(project: Path) -> Optional[Settings]:
+    """The pool's explicit setting (``pool on``), or None (off, or left to the default)."""
+    path = settings_path(project)
+    data = _read_setting(project)
+    if data is None or data.get("off") is True or "size" not in data and "base_branch" not in data:
+        return None
+    size, base, setup = data.get("size"), data.get("base_branch"), data.get("setup", "auto")
     if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_SIZE or \
-            not isinstance(base, str) or not base:
+            not isinstance(base, str) or not base or not isinstance(setup, str) or not setup.strip():
         raise FatalError(f"{path} needs a size from 1 to {MAX_SIZE} and a base_branch; turn the pool on "
                          "again with: parallel-setup pool on --size N")
-    return Settings(size, base)
+    return Settings(size, base, setup)
 
 
 def save_settings(project: Path, settings: Settings) -> None:
+    data = {"size": settings.size, "base_branch": settings.base_branch}
+    if settings.setup != "auto":
+        data["setup"] = settings.setup
+    _write_setting(project, data)
+
+
+def _write_setting(project: Path, data: dict) -> None:
     path = settings_path(project)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"size": settings.size, "base_branch": settings.base_branch}, indent=2) + "\n",
-                   encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def save_off(project: Path) -> None:
+    """``pool off``: off until ``pool on`` or ``pool auto``, whatever the default would say."""
+    _write_setting(project, {"off": True})
+
+
+def save_auto(project: Path, budget: Optional[int]) -> None:
+    """``pool auto``: back to the default (on when it fits the disk budget)."""
+    if budget is None:
+        settings_path(project).unlink(missing_ok=True)
+    else:
+        _write_setting(project, {"budget": budget})
 
 
 def check_size(size: int) -> int:
@@ -112,6 +147,156 @@ def default_base_branch(project: Path) -> str:
     """The branch plans usually start from: origin's default branch, else the checked-out one, else main."""
     found = default_branch(project, ask_remote=True)  # the same choice execute makes (runs.choose_base)
     return found[0] if found else "main"
+
+
+# --------------------------------------------------------------------------
+# The default: on where it is cheap
+
+DEFAULT_BUDGET = 4 * 1024 ** 3  # bytes of disk the default-on pool may take
+RECENT_RUNS = 5  # the runs the default size is learnt from
+BUDGET_ENV = "PARALLEL_POOL_BUDGET"
+
+
+def parse_bytes(text: str) -> int:
+    """``4G``, ``500M``, ``1.5GB``, ``0``, ``123456`` -> bytes (binary units). FatalError when not a size."""
+    t = str(text).strip().upper().rstrip("B").rstrip("I")
+    mult = 1
+    if t and t[-1] in "KMGT":
+        mult = 1024 ** ("KMGT".index(t[-1]) + 1)
+        t = t[:-1]
+    try:
+        value = float(t)
+    except ValueError:
+        raise FatalError(f"not a disk size: {text!r} (like 4G, 500M or 0)") from None
+    if value < 0:
+        raise FatalError(f"not a disk size: {text!r} (like 4G, 500M or 0)")
+    return int(value * mult)
+
+
+def human(n: Optional[float]) -> str:
+    if n is None:
+        return "?"
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+@dataclass
+class Decision:
+    """Whether the pool is used, how big, and why (``pool status``, ``/parallel:plan``, ``execute``)."""
+    on: bool
+    source: str  # "setting" (pool on), "off" (pool off), "default"
+    reason: str
+    settings: Optional[Settings] = None
+    budget: Optional[int] = None
+    estimate: Optional[int] = None  # bytes the pool would take at its size
+
+
+def _recent_runs(project: Path) -> List[dict]:
+    from .paths import runs_dir
+    folder = runs_dir(Path(project))
+    found = []
+    if folder.is_dir():
+        for d in sorted(folder.iterdir(), key=lambda p: p.name, reverse=True)[:RECENT_RUNS]:
+            try:
+                found.append(json.loads((d / "run.json").read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+def _setup_of(run_data: dict) -> str:
+    """The environment step most of a run's tasks had (what a fill should install)."""
+    plan = run_data.get("plan") if isinstance(run_data.get("plan"), dict) else {}
+    default = (plan.get("defaults") or {}).get("setup") if isinstance(plan.get("defaults"), dict) else None
+    setups = [t.get("setup") or default or "auto" for t in plan.get("tasks") or [] if isinstance(t, dict)]
+    return max(setups, key=setups.count) if setups else "auto"
+
+
+def checkout_bytes(project: Path, commit: str) -> int:
+    """What one checkout of a commit takes: its files' sizes, rounded up to 4 KiB blocks."""
+    proc = git(project, "ls-tree", "-r", "-l", "-z", commit, check=False, timeout=120)
+    total = 0
+    for entry in proc.stdout.split("\0"):
+        fields = entry.split("\t", 1)[0].split()
+        if len(fields) == 4 and fields[3].isdigit():
+            total += (int(fields[3]) + 4095) // 4096 * 4096
+    return total
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes a folder takes on disk (allocated blocks, each hard-linked file counted once)."""
+    seen = set()
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
+
+
+def _env_bytes(project: Path) -> int:
+    """What one worktree's environment takes, judged by the main checkout's (.venv, node_modules)."""
+    return sum(disk_usage(Path(project) / d) for d in (".venv", "venv", "node_modules")
+               if (Path(project) / d).is_dir())
+
+
+def slot_bytes(project: Path, commit: str) -> int:
+    """One pool worktree's cost: as measured by the fill, else the checkout plus the main checkout's env."""
+    for slot in free_slots(project):
+        measured = (read_env_record(slot.path) or {}).get("bytes")
+        if measured:
+            return measured
+    return checkout_bytes(project, commit) + _env_bytes(project)
+
+
+def decide(project: Path, env: Optional[dict] = None) -> Decision:
+    """Whether the pool is on here: ``pool on``/``pool off`` when given, else on when cheap.
+
+    The default: sized from the repository's recent runs (the most tasks one of the last
+    five had), with the environment step their tasks had, on when that many worktrees
+    cost less than the disk budget (``pool auto --budget``, ``$PARALLEL_POOL_BUDGET``,
+    default 4 GiB), off otherwise or before the first run.
+    """
+    project = Path(project)
+    env = os.environ if env is None else env
+    explicit = load_settings(project)
+    if explicit is not None:
+        return Decision(True, "setting", "turned on with pool on", explicit)
+    data = _read_setting(project) or {}
+    if data.get("off") is True:
+        return Decision(False, "off", "turned off with pool off (parallel-setup pool auto: back to the default)")
+    budget = data.get("budget") if isinstance(data.get("budget"), int) else DEFAULT_BUDGET
+    if env.get(BUDGET_ENV):
+        budget = parse_bytes(env[BUDGET_ENV])
+    recent = _recent_runs(project)
+    if not recent:
+        return Decision(False, "default", "no run yet to size it from (on by default after the first run "
+                        "when it fits the disk budget)", budget=budget)
+    size = min(MAX_SIZE, max(len(r.get("tasks") or []) for r in recent))
+    if size < 1:
+        return Decision(False, "default", "the recent runs had no tasks", budget=budget)
+    base = default_base_branch(project)
+    try:
+        _, commit = base_commit(project, base)
+    except FatalError as e:
+        return Decision(False, "default", str(e), budget=budget)
+    settings = Settings(size, base, _setup_of(recent[0]))
+    estimate = size * slot_bytes(project, commit)
+    if estimate > budget:
+        return Decision(False, "default", f"{size} worktrees would take about {human(estimate)}, over the disk "
+                        f"budget of {human(budget)} (pool on --size N to use it anyway; pool auto --budget "
+                        "SIZE to raise the budget)", settings, budget, estimate)
+    return Decision(True, "default", f"on by default: {size} worktrees (the most tasks of the recent runs) "
+                    f"take about {human(estimate)} of the {human(budget)} disk budget", settings, budget, estimate)
 
 
 # --------------------------------------------------------------------------
@@ -175,6 +360,9 @@ def _tidy(project: Path) -> None:
     folder = pool_dir(project)
     for leftover in folder.glob(".fill-*"):
         remove_slot(project, leftover)
+    for record in folder.glob("slot-*" + ENV_SUFFIX):
+        if not record.with_name(record.name[:-len(ENV_SUFFIX)]).exists():
+            record.unlink(missing_ok=True)
     for claim in folder.glob("slot-*" + CLAIM_SUFFIX):
         slot = claim.with_name(claim.name[:-len(CLAIM_SUFFIX)])
         try:
@@ -269,6 +457,8 @@ class FillResult:
     failed: List[str] = field(default_factory=list)
     free: int = 0
     seconds: float = 0.0
+    env_installed: int = 0
+    env_failed: str = ""
 
 
 def _say(log, text: str) -> None:
@@ -276,57 +466,125 @@ def _say(log, text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=log, flush=True)
 
 
-def fill(project: Path, size: int, base_branch: str, log=None) -> FillResult:
-    """Top the pool up to ``size`` free worktrees at the base commit, one after another.
+def env_record_path(slot: Path) -> Path:
+    """``slot-<id>.env``: the environment a fill installed in a slot (read by the claim in setup.sh)."""
+    return slot.with_name(slot.name + ENV_SUFFIX)
 
-    Free worktrees at an older commit are moved to the new one first (``git checkout``
-    updates only the files that changed). Raises FillBusy when another fill runs.
+
+def read_env_record(slot: Path) -> Optional[dict]:
+    """{"path", "did", "key": [...]} or None when the slot has no environment recorded."""
+    try:
+        lines = env_record_path(slot).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    record = {"path": "", "did": "", "bytes": None, "key": []}
+    for line in lines:
+        kind, _, rest = line.partition(" ")
+        if kind == "key":
+            record["key"].append(rest)
+        elif kind in ("path", "did"):
+            record[kind] = rest
+        elif kind == "bytes" and rest.isdigit():
+            record["bytes"] = int(rest)
+    return record
+
+
+def _install_env(project: Path, slot: Path, setup: str, key: List[str], log) -> tuple:
+    """Run the environment step in a slot the fill holds claimed; (ok, detail). Writes its record."""
+    from . import environments
+    env_record_path(slot).unlink(missing_ok=True)
+    ok, detail = environments.run_installers(slot, setup, None, log)
+    if ok:
+        record = env_record_path(slot)
+        tmp = record.with_name(f".{record.name}.tmp{os.getpid()}")
+        tmp.write_text(f"path {slot}\ndid {detail}\nbytes {disk_usage(slot)}\n" + "".join(f"key {k}\n" for k in key),
+                       encoding="utf-8")
+        os.replace(tmp, record)
+    return ok, detail
+
+
+def fill(project: Path, size: int, base_branch: str, log=None, setup: str = "auto") -> FillResult:
+    """Top the pool up to ``size`` free worktrees at the base commit, environment installed.
+
+    Each new worktree is checked out, moved to its slot and, while the fill holds it
+    claimed, gets its environment (``setup``: ``auto``, ``none`` or a command) and a
+    record of what it depends on (``slot-<id>.env``). Free worktrees at an older commit
+    are moved to the new one first (``git checkout`` updates only the files that
+    changed), and their environment is installed again when its key changed. A failed
+    environment step leaves a plain checkout (its task's setup installs the environment)
+    and is not tried again in this fill. Raises FillBusy when another fill runs.
     """
+    from . import environments
     project = Path(project)
     check_size(size)
     start = time.time()
     ensure_excluded(project)
     with _FillLock(project):
         ref, commit = base_commit(project, base_branch)
+        key = environments.key_parts(project, commit, setup)
         result = FillResult(ref, commit)
         folder = pool_dir(project)
         folder.mkdir(parents=True, exist_ok=True)
         _tidy(project)
         touched: List[Path] = []
+
+        def env_for(slot: Path) -> None:
+            if setup.strip() == "none" or result.env_failed:
+                return
+            record = read_env_record(slot)
+            if record is not None and record["key"] == key:
+                return
+            ok, detail = _install_env(project, slot, setup, key, log)
+            if ok:
+                result.env_installed += 1
+                _say(log, f"{slot.name}: environment ready ({detail})")
+            else:
+                result.env_failed = detail
+                _say(log, f"{slot.name}: environment step failed, left as a plain checkout: {detail}")
+
         for slot in free_slots(project):
-            if slot.commit == commit or not _try_claim(slot.path):
+            if not _try_claim(slot.path):
                 continue
             try:
-                proc = git(project, "-C", str(slot.path), "checkout", "-q", "--detach", commit, check=False,
-                           timeout=600)
-                if proc.returncode == 0:
+                if slot.commit != commit:
+                    proc = git(project, "-C", str(slot.path), "checkout", "-q", "--detach", commit, check=False,
+                               timeout=600)
+                    if proc.returncode != 0:
+                        result.failed.append(f"{slot.path.name}: {proc.stderr.strip()}")
+                        remove_slot(project, slot.path)
+                        continue
                     result.refreshed += 1
                     touched.append(slot.path)
                     _say(log, f"moved {slot.path.name} to {ref} ({commit[:12]})")
-                else:
-                    result.failed.append(f"{slot.path.name}: {proc.stderr.strip()}")
-                    remove_slot(project, slot.path)
+                env_for(slot.path)
             finally:
                 _release(slot.path)
         for k in range(max(0, size - len(free_slots(project)))):
             name = f"{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}-{k}"
-            staging = folder / f".fill-{name}"
+            staging, final = folder / f".fill-{name}", folder / f"slot-{name}"
             proc = git(project, "worktree", "add", "-q", "--detach", str(staging), commit, check=False, timeout=600)
             if proc.returncode == 0:
-                proc = git(project, "worktree", "move", str(staging), str(folder / f"slot-{name}"), check=False)
+                _try_claim(final)  # held while its environment is installed: no setup takes it half-made
+                proc = git(project, "worktree", "move", str(staging), str(final), check=False)
             if proc.returncode != 0:
+                _release(final)
                 result.failed.append(f"slot-{name}: {proc.stderr.strip()}")
                 _say(log, f"could not create slot-{name}: {proc.stderr.strip()}")
                 remove_slot(project, staging)
                 break  # the next one would most likely fail the same way
+            try:
+                env_for(final)
+            finally:
+                _release(final)
             result.created += 1
-            touched.append(folder / f"slot-{name}")
+            touched.append(final)
             _say(log, f"created slot-{name} at {ref} ({commit[:12]})")
         _refresh_indexes(project, touched)
         result.free = len(free_slots(project))
         result.seconds = time.time() - start
         _say(log, f"done: {result.free} free, {result.created} created, {result.refreshed} moved, "
-                  f"{len(result.failed)} failed, {result.seconds:.1f} s")
+                  f"{len(result.failed)} failed, {result.env_installed} environment(s) installed, "
+                  f"{result.seconds:.1f} s")
         return result
 
 
@@ -362,6 +620,8 @@ def remove_slot(project: Path, path: Path) -> bool:
         import shutil
         shutil.rmtree(path, ignore_errors=True)
         git(project, "worktree", "prune", check=False)
+    if not path.exists():
+        env_record_path(path).unlink(missing_ok=True)
     return not path.exists()
 
 
@@ -388,7 +648,55 @@ def clear(project: Path) -> int:
     return removed
 
 
-def fill_in_background(project: Path, size: int, base_branch: str) -> int:
+def remove_stale(project: Path) -> int:
+    """Remove the free worktrees no run will use (cleanup calls it); the number removed.
+
+    Stale: every free worktree when the pool is off (``pool off``, or the default says
+    off, e.g. over the disk budget); else the ones beyond the pool's size and the ones
+    whose environment no longer fits (a key file changed since the fill). Slots being
+    claimed are left alone; so is everything while a fill runs.
+    """
+    from . import environments
+    project = Path(project)
+    if not pool_dir(project).is_dir():
+        return 0
+    try:
+        with _FillLock(project):
+            return _remove_stale(project)
+    except FillBusy:
+        return 0
+
+
+def _remove_stale(project: Path) -> int:
+    from . import environments
+    try:
+        decision = decide(project)
+    except FatalError:
+        return 0  # a damaged setting: remove nothing (pool status names it)
+    slots = free_slots(project)
+    if not decision.on:
+        stale = slots
+    else:
+        settings = decision.settings
+        _, commit = base_commit(project, settings.base_branch)
+        key = environments.key_parts(project, commit, settings.setup)
+        unfit = [s for s in slots if key and (read_env_record(s.path) or {}).get("key") != key]
+        fit = [s for s in slots if s not in unfit]
+        stale = unfit + fit[settings.size:]
+    removed = 0
+    for slot in stale:
+        if not _try_claim(slot.path):
+            continue
+        try:
+            if remove_slot(project, slot.path):
+                removed += 1
+        finally:
+            _release(slot.path)
+    _tidy(project)
+    return removed
+
+
+def fill_in_background(project: Path, size: int, base_branch: str, setup: str = "auto") -> int:
     """Start ``pool fill`` as a detached process (it outlives the caller); returns its pid.
 
     Its output goes to ``.parallel/pool/fill.log``.
@@ -406,7 +714,7 @@ def fill_in_background(project: Path, size: int, base_branch: str) -> int:
     with open(log, "a", encoding="utf-8") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "parallel_setup", "-C", str(project), "pool", "fill",
-             "--size", str(size), "--base", base_branch, "--quiet-if-busy"],
+             "--size", str(size), "--base", base_branch, "--setup", setup, "--quiet-if-busy"],
             cwd=str(project), env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
     return proc.pid

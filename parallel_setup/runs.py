@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from . import __version__, events, task_state
+from . import __version__, environments, events, ports, task_state
 from .errors import FatalError
 from .gitutil import default_branch, ensure_excluded, git, git_common_dir, is_bare
 from .issue_mode import ModeDecision, decide_mode
@@ -529,6 +529,7 @@ def template_context(run: Run, task_id: str, states: Optional[Dict[str, "TaskSta
                      "state": st.state if st else "pending",
                      "issue": st.issue if st else None, "issue_url": st.issue_url if st else None,
                      "branch": st.branch if st else None})
+    lease = ports.find(run.project, run.id, task_id)
     return {
         "version": __version__,
         "run_id": run.id,
@@ -555,6 +556,9 @@ def template_context(run: Run, task_id: str, states: Optional[Dict[str, "TaskSta
         "copy_files": list(run.plan.copy_files),
         "env_setup": env_setup,
         "env_command_shown": env_shown,
+        "env_auto": environments.auto_rows(),
+        "env_key": environments.key_parts(run.project, data.get("base_commit") or "HEAD", task.setup),
+        "ports": dict(lease.env(), env_file=str(tdir / ports.ENV_FILENAME)) if lease else None,
         "branch_prefix": BRANCH_PREFIX,
         "worktree_prefix": WORKTREE_PREFIX,
         "run_dir": str(run.dir),
@@ -570,9 +574,11 @@ def template_context(run: Run, task_id: str, states: Optional[Dict[str, "TaskSta
 def render_task(run: Run, task_id: str, jinja=None, states: Optional[Dict[str, "TaskState"]] = None) -> Path:
     """Write a task's prompt.md, setup.sh, issue title/body files; returns the task folder."""
     jinja = jinja or make_environment(run.project)
-    ctx = template_context(run, task_id, states)
     tdir = run.task_dir(task_id)
     tdir.mkdir(parents=True, exist_ok=True)
+    lease = ports.lease_task(run.project, run.id, task_id)  # the one it holds already on a re-render
+    _write_atomic(tdir / ports.ENV_FILENAME, ports.env_file_text(lease))
+    ctx = template_context(run, task_id, states)
     title = render(jinja, "issue-title.txt.j2", **ctx).strip()
     if not title:
         raise FatalError(f"task '{task_id}': the issue title template rendered an empty title")

@@ -150,13 +150,13 @@ def refuse_second_run(project: Path, plan_name: str, plan_path: str) -> None:
 
 
 def _pool_for_run(project: Path):
-    """The pool folder when the pool is on, after stopping a fill still running (setups need the CPU)."""
+    """The pool folder when the pool is on (``pool.decide``), after stopping a fill still running (setups need the CPU)."""
     try:
-        settings = pool.load_settings(project)
+        decision = pool.decide(project)
     except FatalError as e:  # a damaged setting costs the speed-up, never the run
         print(f"warning: not using the worktree pool: {e}", file=sys.stderr)
         return None
-    if settings is None:
+    if not decision.on:
         return None
     pool.stop_fill(project)
     return pool.pool_dir(project)

@@ -4,8 +4,9 @@ See ``parallel_setup/pool.py`` for how it works. The verbs:
 
 * ``on``: turn it on for this repository and fill it in the background;
 * ``fill``: top it up now (``--background`` to return at once);
-* ``status``: what is in it;
-* ``off``: remove its free worktrees and turn it off.
+* ``status``: what is in it, the disk it takes, and why it is on or off;
+* ``off``: remove its free worktrees and turn it off;
+* ``auto``: back to the default (on when it fits the disk budget).
 """
 
 from __future__ import annotations
@@ -23,16 +24,25 @@ from ..paths import find_project_root
 HELP = "the worktree pool: worktrees checked out ahead of time and handed out to the tasks' setup"
 
 DESCRIPTION = """\
-The worktree pool: task worktrees checked out ahead of time, while you plan, and
-handed out when the subagents set up. A task's setup then only moves a ready
-worktree into place and creates its branch, instead of checking out every file
-with git worktree add, so N tasks set up at once compete less for the CPU.
+The worktree pool: task worktrees checked out ahead of time, with their environment
+installed (setup: auto runs uv, pip, npm, pnpm, ...), while you plan, and handed
+out when the subagents set up. A task's setup then only moves a ready worktree
+into place, creates its branch and fixes up the moved venv's paths, instead of
+checking out every file and installing every dependency.
 
-Off by default: every pool worktree is a full checkout on disk. Turn it on once
-per repository with `pool on`; from then on /parallel:plan tops it up in the
-background while Claude plans, and /parallel:execute hands its worktrees out
-(--no-pool skips it for one run). A task that finds none free falls back to
-git worktree add. The worktrees live in worktrees/.pool/."""
+Each worktree's environment is keyed by what it depends on (the setup command and
+the lockfiles and manifests: uv.lock, requirements.txt, pyproject.toml,
+package-lock.json, pnpm-lock.yaml, ...). A task whose key differs (a lockfile
+changed since the fill) runs its environment step as usual, and its setup says why.
+
+On by default where it is cheap: sized from the repository's recent runs (the most
+tasks one of the last five had), when that many worktrees cost less than a disk
+budget (default 4 GiB: `pool auto --budget SIZE`, or $PARALLEL_POOL_BUDGET); off
+before the first run and when over the budget. `pool on` turns it on whatever the
+cost, `pool off` turns it off for good, --no-pool skips it for one run.
+/parallel:plan tops it up in the background while Claude plans. A task that finds
+no free worktree falls back to git worktree add. The worktrees live in
+worktrees/.pool/."""
 
 
 def _size(text: str) -> int:
@@ -58,6 +68,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help=f"worktrees to keep ready (default {pool.DEFAULT_SIZE}; a plan's task count is a good value)")
     on.add_argument("--base", metavar="BRANCH",
                     help="the branch plans start from (default: origin's default branch, else the current one)")
+    on.add_argument("--setup", metavar="STEP",
+                    help="the environment step each worktree gets: auto (default: what the recent runs' tasks had, "
+                         "else auto), none, or a shell command")
     on.add_argument("--no-fill", action="store_true", help="only turn it on; /parallel:plan fills it next time")
     on.set_defaults(func=run_on)
 
@@ -66,6 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                         "(no fetch). Free worktrees at an older commit are moved to the new one.")
     fill.add_argument("--size", type=_size, metavar="N", help="this many instead of the pool's size")
     fill.add_argument("--base", metavar="BRANCH", help="this branch instead of the pool's")
+    fill.add_argument("--setup", metavar="STEP", help="this environment step instead of the pool's")
     fill.add_argument("--background", action="store_true",
                       help="fill in a background process and return at once (log: .parallel/pool/fill.log)")
     fill.add_argument("--if-on", action="store_true",
@@ -84,15 +98,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                        "off. Worktrees already handed to tasks are not touched.")
     off.set_defaults(func=run_off)
 
+    auto = verbs.add_parser("auto", help="back to the default: on when it fits the disk budget",
+                            description="Forget `pool on`/`pool off`: the pool is on when the worktrees the recent "
+                                        "runs needed cost less than the disk budget.")
+    auto.add_argument("--budget", metavar="SIZE", type=_budget,
+                      help=f"the disk the pool may take, like 4G or 500M (default {pool.human(pool.DEFAULT_BUDGET)})")
+    auto.set_defaults(func=run_auto)
+
+
+def _budget(text: str) -> int:
+    try:
+        return pool.parse_bytes(text)
+    except FatalError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
 
 def _settings(project, args) -> pool.Settings:
+    """The fill's settings: the arguments, else ``pool on``'s, else what the default decided."""
     settings = pool.load_settings(project)
+    if settings is None and (args.size is None or args.base is None or args.setup is None):
+        decided = pool.decide(project)
+        settings = decided.settings
     size = args.size or (settings.size if settings else None)
     base = args.base or (settings.base_branch if settings else None)
+    setup = args.setup or (settings.setup if settings else "auto")
     if size is None:
         raise FatalError("the worktree pool is off in this repository; turn it on with: "
                          "parallel-setup pool on --size N (or give fill --size N)")
-    return pool.Settings(size, base or pool.default_base_branch(project))
+    return pool.Settings(size, base or pool.default_base_branch(project), setup)
 
 
 def _start_background(project, settings: pool.Settings) -> str:
@@ -100,14 +133,19 @@ def _start_background(project, settings: pool.Settings) -> str:
     free = len(pool.free_slots(project))
     if running:
         return f"a fill is already running (pid {running}); {free} free now"
-    pid = pool.fill_in_background(project, settings.size, settings.base_branch)
+    pid = pool.fill_in_background(project, settings.size, settings.base_branch, settings.setup)
     return (f"filling up to {settings.size} worktrees at {settings.base_branch} in the background "
-            f"(pid {pid}, {free} free now; log: {pool.log_path(project).relative_to(project)})")
+            f"(environment: {settings.setup}; pid {pid}, {free} free now; "
+            f"log: {pool.log_path(project).relative_to(project)})")
 
 
 def run_on(args: argparse.Namespace) -> int:
     project = find_project_root(args.project)
-    settings = pool.Settings(args.size, args.base or pool.default_base_branch(project))
+    setup = args.setup
+    if setup is None:
+        recent = pool._recent_runs(project)
+        setup = pool._setup_of(recent[0]) if recent else "auto"
+    settings = pool.Settings(args.size, args.base or pool.default_base_branch(project), setup)
     pool.base_commit(project, settings.base_branch)  # the branch must exist before it is saved
     ensure_excluded(project)
     pool.save_settings(project, settings)
@@ -123,9 +161,11 @@ def run_fill(args: argparse.Namespace) -> int:
     project = find_project_root(args.project)
     if args.if_on:
         try:
-            settings = pool.load_settings(project)
-            if settings is None:
-                print("Worktree pool: off.")
+            decision = pool.decide(project)
+            if not decision.on:
+                removed = pool.remove_stale(project)
+                print(f"Worktree pool: off ({decision.reason})."
+                      + (f" Removed {removed} free worktree(s) it no longer uses." if removed else ""))
                 return 0
             print("Worktree pool: " + _start_background(project, _settings(project, args)))
         except (FatalError, OSError) as e:
@@ -137,7 +177,7 @@ def run_fill(args: argparse.Namespace) -> int:
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `pool off` stops a fill: release its lock
     try:
-        result = pool.fill(project, settings.size, settings.base_branch, log=sys.stdout)
+        result = pool.fill(project, settings.size, settings.base_branch, log=sys.stdout, setup=settings.setup)
     except pool.FillBusy as e:
         if args.quiet_if_busy:
             return 0
@@ -150,7 +190,8 @@ def run_fill(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     project = find_project_root(args.project)
-    settings = pool.load_settings(project)
+    decision = pool.decide(project)
+    settings = decision.settings
     slots = pool.free_slots(project)
     running = pool.fill_running(project)
     commit = ref = None
@@ -161,25 +202,33 @@ def run_status(args: argparse.Namespace) -> int:
         except FatalError:
             pass
     fresh = sum(1 for s in slots if commit and s.commit == commit)
+    with_env = sum(1 for s in slots if pool.read_env_record(s.path) is not None)
+    disk = pool.disk_usage(pool.pool_dir(project)) if pool.pool_dir(project).is_dir() else 0
     if args.json:
         print(json.dumps({
-            "on": settings is not None, "size": settings.size if settings else None, "base_branch": base,
+            "on": decision.on, "source": decision.source, "reason": decision.reason,
+            "size": settings.size if settings else None, "base_branch": base,
+            "setup": settings.setup if settings else None,
+            "budget_bytes": decision.budget, "estimate_bytes": decision.estimate, "disk_bytes": disk,
             "base_ref": ref, "base_commit": commit, "dir": str(pool.pool_dir(project)),
-            "free": [{"path": str(s.path), "commit": s.commit, "current": bool(commit and s.commit == commit)}
-                     for s in slots],
+            "free": [{"path": str(s.path), "commit": s.commit, "current": bool(commit and s.commit == commit),
+                      "env": pool.read_env_record(s.path)} for s in slots],
             "fill_running": running}, indent=2))
         return 0
-    if settings is None:
-        print("Worktree pool: off" + (f" ({len(slots)} worktrees left in it; `pool off` removes them)" if slots
-                                        else " (turn it on with: parallel-setup pool on --size N)"))
+    if not decision.on:
+        print(f"Worktree pool: off ({decision.reason})"
+              + (f"; {len(slots)} worktrees left in it (`pool off` removes them)" if slots else ""))
     else:
         print(f"Worktree pool: on, {settings.size} worktrees at {settings.base_branch}"
-              + (f" ({ref} is {commit[:12]})" if commit else ""))
-    if slots or settings is not None:
+              + (f" ({ref} is {commit[:12]})" if commit else "")
+              + f", environment: {settings.setup}"
+              + ("" if decision.source == "setting" else f" ({decision.reason})"))
+    if slots or decision.on:
         stale = len(slots) - fresh
         print(f"Free: {len(slots)}" + (f" ({fresh} at the base commit, {stale} older: updated at claim "
                                        "or by the next fill)" if stale else "")
-              + f", in {pool.pool_dir(project).relative_to(project)}/")
+              + (f", {with_env} with their environment installed" if with_env else "")
+              + f", in {pool.pool_dir(project).relative_to(project)}/ ({pool.human(disk)} on disk)")
     if running:
         print(f"A fill is running (pid {running}); log: {pool.log_path(project).relative_to(project)}")
     return 0
@@ -187,13 +236,24 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_off(args: argparse.Namespace) -> int:
     project = find_project_root(args.project)
+    try:
+        was_on = pool.decide(project).on
+    except FatalError:
+        was_on = True  # a damaged setting: it was meant to be on
     stopped = pool.stop_fill(project)
     removed = pool.clear(project)
-    was_on = pool.settings_path(project).exists()
-    pool.settings_path(project).unlink(missing_ok=True)
+    pool.save_off(project)
     left = len(pool.free_slots(project))
     print(f"Worktree pool off: {removed} free worktree(s) removed"
           + (f"; {left} still being claimed, left in place" if left else "")
           + ("" if stopped else "; a running fill did not stop, remove what it adds with `pool off` again")
           + ("" if was_on else " (it was not on)") + ".")
+    return 0
+
+
+def run_auto(args: argparse.Namespace) -> int:
+    project = find_project_root(args.project)
+    pool.save_auto(project, args.budget)
+    decision = pool.decide(project)
+    print(f"Worktree pool: back to the default; {'on' if decision.on else 'off'} now ({decision.reason}).")
     return 0
