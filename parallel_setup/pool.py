@@ -279,8 +279,8 @@ def decide(project: Path, env: Optional[dict] = None) -> Decision:
         budget = parse_bytes(env[BUDGET_ENV])
     recent = _recent_runs(project)
     if not recent:
-        return Decision(False, "default", "no run yet to size it from (on by default after the first run "
-                        "when it fits the disk budget)", budget=budget)
+        return Decision(False, "default", "no run yet to size it from; on by default after the first run "
+                        "if it fits the disk budget", budget=budget)
     size = min(MAX_SIZE, max(len(r.get("tasks") or []) for r in recent))
     if size < 1:
         return Decision(False, "default", "the recent runs had no tasks", budget=budget)
@@ -562,17 +562,17 @@ def fill(project: Path, size: int, base_branch: str, log=None, setup: str = "aut
         for k in range(max(0, size - len(free_slots(project)))):
             name = f"{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}-{k}"
             staging, final = folder / f".fill-{name}", folder / f"slot-{name}"
-            proc = git(project, "worktree", "add", "-q", "--detach", str(staging), commit, check=False, timeout=600)
-            if proc.returncode == 0:
-                _try_claim(final)  # held while its environment is installed: no setup takes it half-made
-                proc = git(project, "worktree", "move", str(staging), str(final), check=False)
-            if proc.returncode != 0:
-                _release(final)
-                result.failed.append(f"slot-{name}: {proc.stderr.strip()}")
-                _say(log, f"could not create slot-{name}: {proc.stderr.strip()}")
-                remove_slot(project, staging)
-                break  # the next one would most likely fail the same way
+            _try_claim(final)  # held until its environment is installed: no setup takes it half-made
             try:
+                proc = git(project, "worktree", "add", "-q", "--detach", str(staging), commit, check=False,
+                           timeout=600)
+                if proc.returncode == 0:
+                    proc = git(project, "worktree", "move", str(staging), str(final), check=False)
+                if proc.returncode != 0:
+                    result.failed.append(f"slot-{name}: {proc.stderr.strip()}")
+                    _say(log, f"could not create slot-{name}: {proc.stderr.strip()}")
+                    remove_slot(project, staging)
+                    break  # the next one would most likely fail the same way
                 env_for(final)
             finally:
                 _release(final)

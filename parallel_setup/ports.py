@@ -149,10 +149,7 @@ def lease_task(project: Path, run_id: str, task_id: str) -> Lease:
     body = json.dumps({"project": project_s, "run": run_id, "task": task_id, "pid": os.getpid(),
                        "created_at": round(time.time(), 3)}) + "\n"
     taken = {p.name for p in folder.glob("block-*.lease")}
-    # Start at a spot that depends on the task, so N tasks racing rarely try the same block first.
-    start = abs(hash((project_s, run_id, task_id))) % BLOCKS
-    for k in range(BLOCKS):
-        block = (start + k) % BLOCKS
+    for block in range(BLOCKS):  # the lowest free block; racing tasks lose an O_EXCL and try the next
         path = _lease_path(block)
         if path.name in taken and not _stale(path):
             continue

@@ -51,16 +51,10 @@ def _isolated_git_config(tmp_path_factory):
             os.environ[k] = v
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _isolated_port_leases(tmp_path_factory):
-    """Port leases (parallel_setup/ports.py) in a folder of the test session, not the user's."""
-    saved = os.environ.get("PARALLEL_PORTS_DIR")
-    os.environ["PARALLEL_PORTS_DIR"] = str(tmp_path_factory.mktemp("port-leases"))
-    yield
-    if saved is None:
-        os.environ.pop("PARALLEL_PORTS_DIR", None)
-    else:
-        os.environ["PARALLEL_PORTS_DIR"] = saved
+@pytest.fixture(autouse=True)
+def _isolated_port_leases(tmp_path_factory, monkeypatch):
+    """Port leases (parallel_setup/ports.py) in a folder of each test, not the user's: the first block is 0."""
+    monkeypatch.setenv("PARALLEL_PORTS_DIR", str(tmp_path_factory.mktemp("port-leases")))
 
 
 @pytest.fixture

@@ -441,7 +441,8 @@ def test_env_auto_detects_and_says_which(repo, tmp_path):
     result = runs.run_setup(run, "a", env=env)
     assert result["status"] == "ok", result
     assert result["env"] == "npm ci; go mod download"
-    assert (tmp_path / "ran.txt").read_text() == "npm ci\ngo mod download\n"
+    # npm takes what its shared cache has without asking the registry again (--prefer-offline).
+    assert (tmp_path / "ran.txt").read_text() == "npm ci --prefer-offline --no-audit --no-fund\ngo mod download\n"
 
 
 def test_env_auto_with_a_missing_tool_is_a_note_not_a_failure(repo):

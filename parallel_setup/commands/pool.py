@@ -135,7 +135,7 @@ def _start_background(project, settings: pool.Settings) -> str:
         return f"a fill is already running (pid {running}); {free} free now"
     pid = pool.fill_in_background(project, settings.size, settings.base_branch, settings.setup)
     return (f"filling up to {settings.size} worktrees at {settings.base_branch} in the background "
-            f"(environment: {settings.setup}; pid {pid}, {free} free now; "
+            f"(pid {pid}, {free} free now; environment: {settings.setup}; "
             f"log: {pool.log_path(project).relative_to(project)})")
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from parallel_setup import cli, pool, runs
 from tests.commands.execute_test import calls_in, execute, run_id_in, write_plan
+from tests.setup_script_test import make_plan
 from tests.support.git import git, git_commit, worktrees
 
 
@@ -56,14 +57,15 @@ def setup_all(run: runs.Run) -> dict:
 
 
 def test_off_by_default_and_fill_says_how_to_turn_it_on(repo, capsys):
-    assert cmd(repo, capsys, "status") == (0, "Worktree pool: off (turn it on with: parallel-setup pool on --size N)\n", "")
+    off = "no run yet to size it from; on by default after the first run if it fits the disk budget"
+    assert cmd(repo, capsys, "status") == (0, f"Worktree pool: off ({off})\n", "")
     code, out, err = cmd(repo, capsys, "fill")
     assert code == 1
     assert err == ("parallel-setup: the worktree pool is off in this repository; turn it on with: "
                    "parallel-setup pool on --size N (or give fill --size N)\n")
     assert not pool.pool_dir(repo).exists()
     # What /parallel:plan runs: one line, never a failure, nothing created.
-    assert cmd(repo, capsys, "fill", "--if-on") == (0, "Worktree pool: off.\n", "")
+    assert cmd(repo, capsys, "fill", "--if-on") == (0, f"Worktree pool: off ({off}).\n", "")
     assert not pool.pool_dir(repo).exists()
 
 
@@ -73,6 +75,7 @@ def test_on_fills_in_the_background_at_origins_default_branch(repo, capsys):
     lines = out.splitlines()
     assert lines[0] == "Worktree pool on: 3 worktrees at main, in worktrees/.pool/ (setting: .parallel/pool.json)"
     assert lines[1].startswith("Worktree pool: filling up to 3 worktrees at main in the background (pid ")
+    assert lines[1].endswith(" free now; environment: auto; log: .parallel/pool/fill.log)")
     wait_for_fill(lines[1])
     slots = pool.free_slots(repo)
     assert len(slots) == 3
@@ -82,15 +85,17 @@ def test_on_fills_in_the_background_at_origins_default_branch(repo, capsys):
         assert git(s.path, "status", "--porcelain").stdout == ""
         assert str(s.path) in worktrees(repo)
     assert json.loads(pool.settings_path(repo).read_text()) == {"size": 3, "base_branch": "main"}
-    assert "done: 3 free, 3 created, 0 moved, 0 failed" in pool.log_path(repo).read_text()
+    assert "done: 3 free, 3 created, 0 moved, 0 failed, 3 environment(s) installed" in pool.log_path(repo).read_text()
     # The pool is excluded like worktrees/: the main checkout stays clean.
     assert git(repo, "status", "--porcelain").stdout == ""
     code, out, _ = cmd(repo, capsys, "status")
-    assert out == (f"Worktree pool: on, 3 worktrees at main (origin/main is {base[:12]})\n"
-                   "Free: 3, in worktrees/.pool/\n")
+    disk = pool.disk_usage(pool.pool_dir(repo))
+    assert disk > 0
+    assert out == (f"Worktree pool: on, 3 worktrees at main (origin/main is {base[:12]}), environment: auto\n"
+                   f"Free: 3, 3 with their environment installed, in worktrees/.pool/ ({pool.human(disk)} on disk)\n")
     # Topping up a full pool creates nothing.
     code, out, _ = cmd(repo, capsys, "fill")
-    assert code == 0 and "done: 3 free, 0 created, 0 moved, 0 failed" in out
+    assert code == 0 and "done: 3 free, 0 created, 0 moved, 0 failed, 0 environment(s) installed" in out
 
 
 def test_off_removes_the_free_worktrees_and_the_setting(repo, capsys):
@@ -101,7 +106,7 @@ def test_off_removes_the_free_worktrees_and_the_setting(repo, capsys):
     assert cmd(repo, capsys, "off") == (0, "Worktree pool off: 2 free worktree(s) removed.\n", "")
     assert not any(p.exists() for p in paths) and not pool.pool_dir(repo).exists()
     assert worktrees(repo) == [str(repo)]
-    assert not pool.settings_path(repo).exists()
+    assert json.loads(pool.settings_path(repo).read_text()) == {"off": True}  # off for good, whatever the default
     assert cmd(repo, capsys, "off") == (0, "Worktree pool off: 0 free worktree(s) removed (it was not on).\n", "")
 
 
@@ -301,3 +306,68 @@ def test_an_empty_pool_or_a_damaged_setting_never_stops_a_run(repo, capsys):
     assert code == 0, err
     assert err.startswith(f"warning: not using the worktree pool: {pool.settings_path(repo)} is not valid JSON")
     assert runs.load_run(repo, run_id_in(out)).data["worktree_pool"] is None
+
+
+# --------------------------------------------------------------------------
+# On by default where it is cheap
+
+
+def a_past_run(repo: Path, tasks: int = 3) -> None:
+    plan = make_plan(tasks)
+    runs.create_run(repo, plan, mode="local", fetch=False)
+
+
+def test_on_by_default_after_a_run_sized_from_it_within_the_disk_budget(repo, capsys):
+    a_past_run(repo, 3)
+    decision = pool.decide(repo)
+    assert decision.on and decision.source == "default" and decision.settings.size == 3
+    assert decision.settings.setup == "none"  # what the run's tasks had
+    assert 0 < decision.estimate < pool.DEFAULT_BUDGET
+    code, out, _ = cmd(repo, capsys, "fill", "--if-on")
+    assert code == 0 and out.startswith("Worktree pool: filling up to 3 worktrees at main in the background (pid ")
+    wait_for_fill(out)
+    assert len(pool.free_slots(repo)) == 3
+    code, out, _ = cmd(repo, capsys, "status")
+    assert out.splitlines()[0].startswith("Worktree pool: on, 3 worktrees at main (origin/main is ")
+    assert "environment: none (on by default: 3 worktrees (the most tasks of the recent runs) take about " in out
+    # execute hands them out.
+    write_plan(repo)
+    code, out, err = execute(repo, capsys)
+    assert code == 0, err
+    run = runs.load_run(repo, run_id_in(out))
+    assert run.data["worktree_pool"] == str(pool.pool_dir(repo))
+
+
+def test_the_default_pool_stays_off_over_the_disk_budget_and_cleanup_removes_its_slots(repo, capsys, monkeypatch):
+    a_past_run(repo, 3)
+    assert cmd(repo, capsys, "fill", "--size", "2")[0] == 0  # slots left from when it fitted
+    monkeypatch.setenv(pool.BUDGET_ENV, "1K")
+    decision = pool.decide(repo)
+    assert not decision.on and decision.estimate > 1024
+    assert decision.reason == (f"3 worktrees would take about {pool.human(decision.estimate)}, over the disk budget "
+                               "of 1.0 KB (pool on --size N to use it anyway; pool auto --budget SIZE to raise the "
+                               "budget)")
+    code, out, _ = cmd(repo, capsys, "fill", "--if-on")
+    assert out == f"Worktree pool: off ({decision.reason}). Removed 2 free worktree(s) it no longer uses.\n"
+    assert pool.free_slots(repo) == [] and worktrees(repo) == [str(repo)]
+    write_plan(repo)
+    code, out, err = execute(repo, capsys)
+    assert code == 0, err
+    assert runs.load_run(repo, run_id_in(out)).data["worktree_pool"] is None
+    # A budget set with pool auto, and pool off winning over the default.
+    monkeypatch.delenv(pool.BUDGET_ENV)
+    assert cmd(repo, capsys, "auto", "--budget", "1G")[1].startswith("Worktree pool: back to the default; on now (")
+    assert json.loads(pool.settings_path(repo).read_text()) == {"budget": 1024 ** 3}
+    cmd(repo, capsys, "off")
+    assert not pool.decide(repo).on and pool.decide(repo).source == "off"
+
+
+def test_remove_stale_keeps_fitting_slots_and_removes_extra_and_unfit_ones(repo, capsys):
+    assert cmd(repo, capsys, "on", "--size", "2", "--setup", "echo ready > ready.txt", "--no-fill")[0] == 0
+    assert cmd(repo, capsys, "fill", "--size", "3")[0] == 0
+    assert pool.remove_stale(repo) == 1  # one beyond the size
+    assert len(pool.free_slots(repo)) == 2
+    git_commit(repo, "a lockfile appears", {"requirements.txt": "nothing==1\n"})
+    git(repo, "push", "-q", "origin", "main")
+    assert pool.remove_stale(repo) == 2  # their environment no longer fits
+    assert pool.free_slots(repo) == []
