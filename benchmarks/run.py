@@ -44,6 +44,8 @@ if str(ROOT) not in sys.path:
 
 from parallel_setup import demo  # noqa: E402
 
+from benchmarks import env_cases  # noqa: E402
+
 TARGETS = {
     "speedup_n20": 8.0,            # parallel vs traditional at N=20, 3 s per issue: at least
     "scaling_n20_n1": 2.0,         # parallel N=20 / N=1: at most
@@ -127,25 +129,30 @@ def filesystem(path: Path) -> str:
         return "unknown"
 
 
-def default_workdir() -> Path:
-    """/dev/shm when it exists with 4 GB free, else the temporary folder.
+def default_workdir(tmpfs: bool = False) -> Path:
+    """The disk users have: the temporary folder when it is on the project's own file system, else
+    a folder beside the project. ``tmpfs``: /dev/shm (when it exists with 4 GB free), only when asked.
 
-    Why not the disk: every measurement deletes thousands of files, and ext4 then
-    scans past recently deleted inodes on every new file for a few minutes (kernel
-    ``recently_deleted()`` in the inode allocator): on the author's machine a
-    2,000-file checkout went from 0.10 s to 1.0-1.4 s of system time, so later
-    measurements would pay for earlier ones' clean-up. On tmpfs a checkout costs
-    what it costs on a clean ext4 disk (0.08 vs 0.10 s there). ``bounds`` is also
-    measured on the disk, for comparison.
+    Disks differ more than tmpfs suggests: measured on this machine kind, ``git worktree add``
+    of a 2,000-file repository took 0.15 s on tmpfs, 0.20 s on a fresh ext4 and 2.8 s of CPU
+    on a long-used root ext4 disk (ext4 scans past recently deleted inodes). The report
+    names the file system it measured on.
     """
-    shm = Path("/dev/shm")
+    if tmpfs:
+        shm = Path("/dev/shm")
+        try:
+            st = os.statvfs(shm)
+            if shm.is_dir() and os.access(shm, os.W_OK) and st.f_bavail * st.f_frsize > 4 << 30:
+                return shm
+        except OSError:
+            pass
+    tmp = Path(tempfile.gettempdir())
     try:
-        st = os.statvfs(shm)
-        if shm.is_dir() and os.access(shm, os.W_OK) and st.f_bavail * st.f_frsize > 4 << 30:
-            return shm
+        if os.stat(tmp).st_dev == os.stat(ROOT).st_dev:
+            return tmp
     except OSError:
         pass
-    return Path(tempfile.gettempdir())
+    return ROOT.parent
 
 
 def loadavg() -> Optional[float]:
@@ -399,6 +406,11 @@ def markdown(summary: Dict[str, Dict[str, Any]], result: Dict[str, Any]) -> str:
                 if any(c != "-" for c in cells):
                     lines.append(f"| {label} | " + " | ".join(cells) + " |")
             lines.append("")
+    if result.get("env_cases"):
+        lines += env_cases.markdown(result["env_cases"])
+        load = result["env_cases"].get("load") or []
+        if load:
+            lines += [f"Load average at the start and end of the environment cases: {load[0]}, {load[-1]}.", ""]
     lines.append("## Targets")
     lines.append("")
     lines.append("| measure | value | target | met |")
@@ -458,39 +470,44 @@ def svg_plot(summary: Dict[str, Dict[str, Any]], title: str) -> str:
         series.setdefault((s["label"], s["latency"]), []).append((s["n"], s["median"], s["min"], s["max"]))
     for pts in series.values():
         pts.sort()
+    series = {k: v for k, v in series.items() if len(v) > 1}  # a single point is no line: the tables have it
     if not series:
         return "<svg xmlns='http://www.w3.org/2000/svg' width='10' height='10'/>"
     width, height = 760, 460
     left, right, top, bottom = 70, 210, 50, 60
     pw, ph = width - left - right, height - top - bottom
     ns = sorted({p[0] for pts in series.values() for p in pts})
-    ymax = max(p[3] for pts in series.values() for p in pts) * 1.08 or 1.0
-    xmax = max(ns)
+    # A log scale: the series span 0.1 s to minutes, and on a linear axis all but the slowest
+    # lie on top of each other near zero. x is logarithmic too (N = 1, 5, 10, 20, 50).
+    import math
+    lo_v = min(max(p[2], 1e-3) for pts in series.values() for p in pts)
+    hi_v = max(p[3] for pts in series.values() for p in pts)
+    ylo, yhi = 10 ** math.floor(math.log10(lo_v)), 10 ** math.ceil(math.log10(max(hi_v, lo_v * 1.01)))
+    xmin, xmax = min(ns), max(ns)
 
     def x(n: float) -> float:
-        return left + (n / xmax) * pw if xmax else left
+        if xmax == xmin:
+            return left + pw / 2
+        return left + (math.log(n) - math.log(xmin)) / (math.log(xmax) - math.log(xmin)) * pw
 
     def y(v: float) -> float:
-        return top + ph - (v / ymax) * ph
-
-    def nice_step(span: float) -> float:
-        raw = span / 6
-        mag = 10 ** int(f"{raw:e}".split("e")[1])
-        for m in (1, 2, 5, 10):
-            if raw <= m * mag:
-                return m * mag
-        return 10 * mag
+        v = max(v, ylo)
+        return top + ph - (math.log10(v) - math.log10(ylo)) / (math.log10(yhi) - math.log10(ylo)) * ph
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
            f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<text x="{left}" y="24" font-size="15" font-weight="bold">{_esc(title)}</text>']
-    step = nice_step(ymax)
-    v = 0.0
-    while v <= ymax + 1e-9:
-        out.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{left + pw}" y2="{y(v):.1f}" stroke="#e5e5e5"/>')
-        out.append(f'<text x="{left - 8}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
-        v += step
+    decade = ylo
+    while decade <= yhi * 1.0001:
+        for m in (1, 2, 5):
+            v = decade * m
+            if v > yhi * 1.0001:
+                break
+            out.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{left + pw}" y2="{y(v):.1f}" '
+                       f'stroke="{"#d0d0d0" if m == 1 else "#f0f0f0"}"/>')
+            out.append(f'<text x="{left - 8}" y="{y(v) + 4:.1f}" text-anchor="end">{v:g}</text>')
+        decade *= 10
     for n in ns:
         out.append(f'<line x1="{x(n):.1f}" y1="{top + ph}" x2="{x(n):.1f}" y2="{top + ph + 5}" stroke="black"/>')
         out.append(f'<text x="{x(n):.1f}" y="{top + ph + 20}" text-anchor="middle">{n}</text>')
@@ -498,7 +515,7 @@ def svg_plot(summary: Dict[str, Dict[str, Any]], title: str) -> str:
     out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="black"/>')
     out.append(f'<text x="{left + pw / 2}" y="{height - 15}" text-anchor="middle">tasks (N)</text>')
     out.append(f'<text x="18" y="{top + ph / 2}" text-anchor="middle" '
-               f'transform="rotate(-90 18 {top + ph / 2})">setup time (s), median; bars: min-max</text>')
+               f'transform="rotate(-90 18 {top + ph / 2})">setup time (s, log scale), median; bars: min-max</text>')
     ly = top + 10
     for (label, latency), pts in sorted(series.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
         color = _COLORS.get(label, "#555")
@@ -538,8 +555,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--hook-runs", type=int, default=None, help="rounds for hook_latency.py (default 40)")
     parser.add_argument("--skip-extras", action="store_true", help="only the setup matrix")
     parser.add_argument("--workdir", type=Path, default=None,
-                        help="where the scratch repositories go (default: /dev/shm when it has room, "
-                             "else the temporary folder); see default_workdir()")
+                        help="where the scratch repositories go (default: on the project's own disk); "
+                             "see default_workdir()")
+    parser.add_argument("--tmpfs", action="store_true", help="measure on /dev/shm instead of the project's disk")
+    parser.add_argument("--env-ns", default=None,
+                        help="N values of the environment cases (default 1,5,10; none with --quick unless given)")
+    parser.add_argument("--no-env-cases", action="store_true",
+                        help="skip the environment cases (Python and Node projects with real dependencies)")
     args = parser.parse_args(argv)
 
     quick = args.quick
@@ -561,7 +583,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     log(f"benchmark: {len(configs)} configurations x {reps} repetition(s), N in {ns}, latency {latencies} s, "
         f"env step {env_steps}, {files} files, issues: {mode} ({reason}); "
         f"estimated {estimate_seconds(configs) * reps / 60:.0f} min; load {loadavg()} on {os.cpu_count()} CPUs")
-    base = args.workdir or default_workdir()
+    base = args.workdir or default_workdir(args.tmpfs)
     base.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="parallel-bench-", dir=base))
     log(f"work folder: {work} ({filesystem(work)})")
@@ -588,6 +610,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                     shutil.rmtree(disk, ignore_errors=True)
             log("hook latency ...")
             extras["hooks"] = measure_hooks(hook_runs)
+        env_ns = [int(v) for v in args.env_ns.split(",")] if args.env_ns else ([] if quick else [1, 5, 10])
+        if env_ns and not args.no_env_cases:
+            log(f"environment cases, N in {env_ns} ...")
+            load0 = loadavg()
+            extras["env_cases"] = env_cases.run_cases(work / "env", env_ns, log)
+            extras["env_cases"]["load"] = [load0, loadavg()]
         result = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
             "seconds": round(time.time() - started, 1), "quick": quick, "reps": reps, "ns": ns,
@@ -604,13 +632,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             if any(l >= 1.0 for l in latencies) and not quick else "",
         }
         result["targets"] = targets(summary, extras, big_n, target_latency)
+        if extras.get("env_cases"):
+            result["targets"] += env_cases.targets(extras["env_cases"])
         args.out.mkdir(parents=True, exist_ok=True)
         md = markdown(summary, result)
         (args.out / "results.md").write_text(md, encoding="utf-8")
         (args.out / "results.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
         (args.out / "setup-time.svg").write_text(
             svg_plot(summary, f"Setup time vs N ({files} files, {result['machine'].get('cpus')} CPUs, "
-                              f"{mode} issues)"), encoding="utf-8")
+                              f"{mode} issues, {result['workdir_fs']})"), encoding="utf-8")
         print(md)
         print(f"\nresults: {args.out / 'results.md'}, {args.out / 'results.json'}, {args.out / 'setup-time.svg'} "
               f"({result['seconds']:.0f} s)")
