@@ -599,7 +599,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             extras["spawn_render"] = measure_spawn_and_render(work, bare, n=20, reps=3 if quick else 7)
             log("bounds: concurrent worktree checkouts ...")
             extras["bounds"] = measure_bounds(work, bare, ns)
-            disk_base = Path(tempfile.gettempdir())
+            disk_base = default_workdir(tmpfs=not args.tmpfs)  # the other kind of disk, for comparison
             if filesystem(disk_base) != filesystem(work):
                 disk = Path(tempfile.mkdtemp(prefix="parallel-bench-disk-", dir=disk_base))
                 try:

@@ -146,12 +146,24 @@ def _key_blobs(project: str, commit: str) -> Dict[str, str]:
     return blobs
 
 
+class _Discard:
+    """A log that keeps nothing (a fill without a log)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
 def run_installers(worktree: Path, setup: str, env: Optional[Mapping[str, str]], log, timeout: float = 1800
                    ) -> Tuple[bool, str]:
     """Run the environment step in a worktree (the pool's fill); (ok, what ran or why it failed)."""
     import shutil
     import time
     run_env = dict(env if env is not None else os.environ)
+    if log is None:
+        log = _Discard()
     if setup.strip() == "none":
         return True, "none"
     if setup.strip() == "auto":
