@@ -1,23 +1,29 @@
-"""The worktree pool: task worktrees checked out ahead of time, handed out at setup.
+"""The worktree pool: task worktrees checked out, with their environment installed, ahead of time.
 
-Opt-in, per repository. ``parallel-setup pool on`` turns it on (``.parallel/pool.json``)
-and fills it; from then on ``/parallel:plan`` tops it up in the background while the
-model plans (the CPU is idle then), and every run ``execute`` creates hands its
-free worktrees out: a task's setup script claims one instead of running
-``git worktree add``, so the checkout of every file is no longer part of the setup
-time. A task that finds no free worktree falls back to ``git worktree add``.
+``/parallel:plan`` tops it up in the background while the model plans (the CPU is
+idle then), and every run ``execute`` creates hands its free worktrees out: a task's
+setup script claims one instead of running ``git worktree add`` and its environment
+step, so neither the checkout of every file nor the install of every dependency is
+part of the setup time. A task that finds no free worktree falls back to both.
+
+Whether it is on (``decide``): ``pool on`` (``.parallel/pool.json`` with a size),
+``pool off`` (``{"off": true}``), else the default: sized from the recent runs, on
+when that many worktrees fit a disk budget.
 
 Layout, under the project's ``worktrees/.pool/``:
 
 * ``slot-<id>/``: a free worktree, detached at the pool's base commit;
+* ``slot-<id>.env``: the environment its fill installed there and what it depends on
+  (``environments.key_parts``): the claim compares it with the task's own key;
 * ``slot-<id>.claim``: a claim (created with O_EXCL: one claimer per slot), left behind
-  when the slot has been moved away and removed by the next fill;
+  when the slot has been moved away and removed by the next fill; the fill itself holds
+  a slot claimed while it installs the slot's environment;
 * ``.fill-<id>/``: a worktree still being checked out, never handed out.
 
 A claim (in ``templates/setup.sh.j2``) moves the slot to ``worktrees/task-N`` with
-``git worktree move`` and creates the task branch with ``git switch -c`` at the run's
-base commit; when the base moved on since the fill, that switch updates only the
-files that changed. Standard library only.
+``git worktree move``, creates the task branch with ``git switch -c`` at the run's
+base commit (when the base moved on since the fill, that switch updates only the
+files that changed), and rewrites the slot's path in the moved venvs. Standard library only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``benchmarks/run.py --quick``: runs end to end and writes a sane table, JSON and SVG."""
+"""``benchmarks/run.py --quick``: runs end to end and writes a sane table, JSON and SVG; the chart; the env cases."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import pytest
 
 from tests.support.github import requires_gh
 
@@ -49,3 +51,38 @@ def test_quick_benchmark_writes_table_json_and_svg(tmp_path):
     assert len(svg.findall("s:polyline", ns)) == 5
     assert any("traditional" in (t.text or "") for t in svg.findall("s:text", ns))
     assert "speed-up" in proc.stdout or "Targets" in proc.stdout
+
+
+def test_the_chart_uses_a_log_scale_and_drops_single_points():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import run as bench  # benchmarks/run.py
+    def s(label, n, v):
+        return {"label": label, "n": n, "latency": 1.0, "env_step": False, "median": v, "min": v, "max": v}
+    summary = {f"{l}-{n}": s(l, n, v) for l, n, v in [
+        ("traditional", 1, 1.1), ("traditional", 20, 60.0), ("parallel", 1, 1.2), ("parallel", 20, 2.5),
+        ("parallel+pool", 1, 1.15), ("parallel+pool", 20, 1.4), ("parallel+batch", 5, 15.0)]}
+    svg = ET.fromstring(bench.svg_plot(summary, "t"))
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    lines = svg.findall("s:polyline", ns)
+    assert len(lines) == 3  # parallel+batch has one point: no line
+    texts = [t.text or "" for t in svg.findall("s:text", ns)]
+    assert any("log scale" in t for t in texts) and not any("parallel+batch" in t for t in texts)
+    ends = {float(l.get("points").split()[-1].split(",")[1]) for l in lines}
+    # At N=20, 1.4 s and 2.5 s are told apart (on a linear axis to 60 s they were 8 px apart).
+    assert len(ends) == 3 and min(abs(a - b) for a in ends for b in ends if a != b) > 20
+
+
+def test_env_cases_measure_cold_warm_and_no_env_and_run_the_projects_tests(tmp_path):
+    from benchmarks import env_cases
+    result = env_cases.run_cases(tmp_path, [1], log=lambda m: None)
+    if set(result["errors"]) == {"python", "node"}:
+        pytest.skip(f"neither project could be built (PyPI and npm unreachable?): {result['errors']}")
+    for name, rows in result["cases"].items():
+        by = {r["variant"]: r for r in rows}
+        assert set(by) == {"cold", "warm", "no env"} and all(not r["failures"] for r in rows), rows
+        assert by["warm"]["env"].startswith("ready from the pool (") and by["warm"]["pool_claims"] == 1
+        assert by["cold"]["pool_claims"] == 0 and not by["cold"]["env"].startswith("ready")
+        assert by["no env"]["env"] == "none" and by["warm"]["fill_seconds"] > 0
+    names = [t["name"] for t in env_cases.targets(result)]
+    assert len(names) == 2 * len(result["cases"]) and all(t["value"] for t in env_cases.targets(result))
+    assert "| warm |" in "\n".join(env_cases.markdown(result))

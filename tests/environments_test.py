@@ -55,9 +55,11 @@ def run_ok(cmd, cwd: Path) -> str:
 
 @pytest.mark.parametrize("installer", ["uv", "pip"])
 def test_a_warm_slot_claimed_and_moved_still_runs_the_projects_tests(tmp_path, monkeypatch, installer):
-    if installer == "uv" and not envs.shutil.which("uv"):
+    uv = envs.uv_folder()
+    if installer == "uv" and uv is None:
         pytest.skip("uv is not installed (pyproject.toml's test extra lists it)")
-    offline(monkeypatch, tmp_path, envs.path_without_uv(tmp_path) if installer == "pip" else None)
+    offline(monkeypatch, tmp_path, envs.path_without_uv(tmp_path) if installer == "pip"
+            else f"{uv}:{os.environ['PATH']}")
     repo = make_repo(tmp_path, files=envs.PY_FILES)
     result = fill(repo)
     assert result.env_installed == 1
@@ -90,7 +92,8 @@ def test_a_warm_slot_claimed_and_moved_still_runs_the_projects_tests(tmp_path, m
 
 
 def test_a_changed_lockfile_makes_the_claim_fall_back_and_say_why(tmp_path, monkeypatch):
-    offline(monkeypatch, tmp_path, None if envs.shutil.which("uv") else envs.path_without_uv(tmp_path))
+    uv = envs.uv_folder()
+    offline(monkeypatch, tmp_path, f"{uv}:{os.environ['PATH']}" if uv else envs.path_without_uv(tmp_path))
     repo = make_repo(tmp_path, files=envs.PY_FILES)
     fill(repo)
     git_commit(repo, "loosen the pin", {"requirements.txt": "tinydep>=1.0,<2\n-e .\n"})

@@ -108,6 +108,15 @@ def path_without_uv(root: Path) -> str:
         else pytest.skip("uv is installed in a system folder: cannot hide it from PATH")
 
 
+def uv_folder() -> str | None:
+    """The folder holding uv: on PATH, or beside this interpreter (the test extra installs it there)."""
+    found = shutil.which("uv")
+    if found:
+        return str(Path(found).parent)
+    beside = Path(sys.executable).parent / "uv"
+    return str(beside.parent) if beside.exists() else None
+
+
 def npm_package(root: Path) -> Path:
     """``vendor/tinynode-1.0.0.tgz``, packed with the real npm."""
     src = root / "tinynode-src"
