@@ -279,7 +279,7 @@ def decide(project: Path, env: Optional[dict] = None) -> Decision:
         return Decision(True, "setting", "turned on with pool on", explicit)
     data = _read_setting(project) or {}
     if data.get("off") is True:
-        return Decision(False, "off", "turned off with pool off (parallel-setup pool auto: back to the default)")
+        return Decision(False, "off", "turned off with pool off; pool auto goes back to the default")
     budget = data.get("budget") if isinstance(data.get("budget"), int) else DEFAULT_BUDGET
     if env.get(BUDGET_ENV):
         budget = parse_bytes(env[BUDGET_ENV])

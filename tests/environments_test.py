@@ -53,23 +53,37 @@ def run_ok(cmd, cwd: Path) -> str:
 # Python: uv and pip
 
 
-@pytest.mark.parametrize("installer", ["uv", "pip"])
+def uv_locked_files(tmp_path: Path) -> dict:
+    """The project without requirements.txt, with a uv.lock made by the real ``uv lock`` (offline)."""
+    files = {k: v for k, v in envs.PY_FILES.items() if k != "requirements.txt"}
+    files["pyproject.toml"] = files["pyproject.toml"].replace('"tinydep"', '"tinydep<2"')
+    staging = tmp_path / "lock-staging"
+    for name, text in files.items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_text(text)
+    run_ok(["uv", "lock", "--quiet"], staging)
+    files["uv.lock"] = (staging / "uv.lock").read_text()
+    return files
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip", "uv sync"])
 def test_a_warm_slot_claimed_and_moved_still_runs_the_projects_tests(tmp_path, monkeypatch, installer):
     uv = envs.uv_folder()
-    if installer == "uv" and uv is None:
+    if installer != "pip" and uv is None:
         pytest.skip("uv is not installed (pyproject.toml's test extra lists it)")
     offline(monkeypatch, tmp_path, envs.path_without_uv(tmp_path) if installer == "pip"
             else f"{uv}:{os.environ['PATH']}")
-    repo = make_repo(tmp_path, files=envs.PY_FILES)
+    repo = make_repo(tmp_path, files=uv_locked_files(tmp_path) if installer == "uv sync" else envs.PY_FILES)
     result = fill(repo)
     assert result.env_installed == 1
     [slot] = pool.free_slots(repo)
     record = pool.read_env_record(slot.path)
-    shown = f"{installer} install -r requirements.txt (.venv)" if installer == "pip" else \
-        "uv pip install -r requirements.txt (.venv)"
+    shown = {"pip": "pip install -r requirements.txt (.venv)", "uv": "uv pip install -r requirements.txt (.venv)",
+             "uv sync": "uv sync"}[installer]
     assert record["did"] == shown and record["path"] == str(slot.path)
-    assert [k.split()[0:2] for k in record["key"]] == [["setup", record["key"][0].split()[1]],
-                                                       ["file", "pyproject.toml"], ["file", "requirements.txt"]]
+    key_files = ["pyproject.toml", "uv.lock"] if installer == "uv sync" else ["pyproject.toml", "requirements.txt"]
+    assert [k.split()[0] for k in record["key"]] == ["setup", "file", "file"]
+    assert [k.split()[1] for k in record["key"][1:]] == key_files
 
     run = one_task_run(repo)
     out = runs.run_setup(run, "t1", timeout=300)
