@@ -458,10 +458,26 @@ def markdown(summary: Dict[str, Dict[str, Any]], result: Dict[str, Any]) -> str:
 
 
 _COLORS = {"traditional": "#d62728", "traditional+batch": "#ff7f0e", "parallel": "#1f77b4",
-           "parallel+pool": "#2ca02c", "parallel+batch": "#9467bd"}
+           "parallel+pool": "#2ca02c", "parallel+batch": "#9467bd",
+           "cold": "#d62728", "warm": "#2ca02c", "no env": "#7f7f7f"}
 
 
-def svg_plot(summary: Dict[str, Dict[str, Any]], title: str) -> str:
+def env_svg(env_result: Dict[str, Any]) -> str:
+    """The environment cases: all ready vs N, per variant; Python solid, Node dashed."""
+    summary: Dict[str, Dict[str, Any]] = {}
+    for project, rows in env_result.get("cases", {}).items():
+        for r in rows:
+            if r.get("total") is None:
+                continue
+            summary[f"{project}|{r['variant']}|{r['n']}"] = {
+                "label": r["variant"], "n": r["n"], "latency": 1.0 if project == "python" else 0.0,
+                "env_step": False, "median": r["total"], "min": r["total"], "max": r["total"]}
+    return svg_plot(summary, "All agents ready with their environment vs N", y_label="all ready",
+                    legend=lambda label, latency: f"{'Python' if latency else 'Node'}: {label}")
+
+
+def svg_plot(summary: Dict[str, Dict[str, Any]], title: str, y_label: str = "setup time",
+             legend=lambda label, latency: f"{label}, {latency:g} s/issue") -> str:
     """Setup time against N, one line per approach and issue latency (solid 3 s, dashed 0 s); no env step."""
     series: Dict[Tuple[str, float], List[Tuple[int, float, float, float]]] = {}
     for s in summary.values():
@@ -515,7 +531,7 @@ def svg_plot(summary: Dict[str, Dict[str, Any]], title: str) -> str:
     out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="black"/>')
     out.append(f'<text x="{left + pw / 2}" y="{height - 15}" text-anchor="middle">tasks (N)</text>')
     out.append(f'<text x="18" y="{top + ph / 2}" text-anchor="middle" '
-               f'transform="rotate(-90 18 {top + ph / 2})">setup time (s, log scale), median; bars: min-max</text>')
+               f'transform="rotate(-90 18 {top + ph / 2})">{_esc(y_label)} (s, log scale), median; bars: min-max</text>')
     ly = top + 10
     for (label, latency), pts in sorted(series.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
         color = _COLORS.get(label, "#555")
@@ -527,7 +543,7 @@ def svg_plot(summary: Dict[str, Dict[str, Any]], title: str) -> str:
             out.append(f'<circle cx="{x(n):.1f}" cy="{y(med):.1f}" r="3" fill="{color}"/>')
         out.append(f'<line x1="{left + pw + 15}" y1="{ly}" x2="{left + pw + 45}" y2="{ly}" stroke="{color}" '
                    f'stroke-width="2"{dash}/>')
-        out.append(f'<text x="{left + pw + 52}" y="{ly + 4}">{_esc(label)}, {latency:g} s/issue</text>')
+        out.append(f'<text x="{left + pw + 52}" y="{ly + 4}">{_esc(legend(label, latency))}</text>')
         ly += 20
     out.append("</svg>")
     return "\n".join(out) + "\n"
@@ -641,6 +657,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         (args.out / "setup-time.svg").write_text(
             svg_plot(summary, f"Setup time vs N ({files} files, {result['machine'].get('cpus')} CPUs, "
                               f"{mode} issues, {result['workdir_fs']})"), encoding="utf-8")
+        if extras.get("env_cases"):
+            (args.out / "env-setup-time.svg").write_text(env_svg(extras["env_cases"]), encoding="utf-8")
         print(md)
         print(f"\nresults: {args.out / 'results.md'}, {args.out / 'results.json'}, {args.out / 'setup-time.svg'} "
               f"({result['seconds']:.0f} s)")

@@ -86,3 +86,16 @@ def test_env_cases_measure_cold_warm_and_no_env_and_run_the_projects_tests(tmp_p
     names = [t["name"] for t in env_cases.targets(result)]
     assert len(names) == 2 * len(result["cases"]) and all(t["value"] for t in env_cases.targets(result))
     assert "| warm |" in "\n".join(env_cases.markdown(result))
+
+
+def test_the_env_chart_has_a_line_per_project_and_variant():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import run as bench
+    rows = [{"n": n, "variant": v, "total": t * n} for n in (1, 10) for v, t in
+            (("cold", 2.0), ("warm", 0.2), ("no env", 0.15))]
+    svg = ET.fromstring(bench.env_svg({"cases": {"python": rows, "node": rows + [
+        {"n": 5, "variant": "warm", "total": None, "failures": ["x"]}]}}))
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    assert len(svg.findall("s:polyline", ns)) == 6
+    texts = {t.text for t in svg.findall("s:text", ns)}
+    assert {"Python: cold", "Python: warm", "Node: no env"} <= texts
