@@ -137,35 +137,56 @@ def find(project: Path, run_id: str, task_id: str) -> Optional[Lease]:
     return next((l for l in leases() if (l.project, l.run_id, l.task_id) == (project_s, run_id, task_id)), None)
 
 
-def lease_task(project: Path, run_id: str, task_id: str) -> Lease:
-    """The task's lease: the one it holds already, else a new block (atomic, O_EXCL)."""
+def from_env_file(path: Path, project: Path, run_id: str, task_id: str) -> Optional[Lease]:
+    """The lease a task's ``ports.env`` records (its one record: no scan of the lease folder)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    m = re.search(r"^PARALLEL_PORT='(\d+)'$", text, re.M)
+    if not m or (int(m.group(1)) - FIRST_PORT) % BLOCK_SIZE:
+        return None
+    return Lease((int(m.group(1)) - FIRST_PORT) // BLOCK_SIZE, str(Path(project).resolve()), run_id, task_id)
+
+
+def lease_task(project: Path, run_id: str, task_id: str, env_file: Optional[Path] = None) -> Lease:
+    """The task's lease: the one it holds already, else a new block (atomic, O_EXCL).
+
+    ``env_file``: the task's ``ports.env``; the block it names is checked in the lease
+    folder, instead of reading every lease there to find the task's (execute renders
+    every task: this keeps that constant per task).
+    """
     from .errors import FatalError
     project_s = str(Path(project).resolve())
-    held = find(project, run_id, task_id)
+    if env_file is not None:
+        recorded = from_env_file(env_file, project, run_id, task_id)
+        held = recorded if recorded is not None and _read(_lease_path(recorded.block)) == recorded else None
+    else:
+        held = find(project, run_id, task_id)
     if held is not None:
         return held
     folder = lease_dir()
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     body = json.dumps({"project": project_s, "run": run_id, "task": task_id, "pid": os.getpid(),
                        "created_at": round(time.time(), 3)}) + "\n"
-    taken = {p.name for p in folder.glob("block-*.lease")}
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     for block in range(BLOCKS):  # the lowest free block; racing tasks lose an O_EXCL and try the next
         path = _lease_path(block)
-        if path.name in taken and not _stale(path):
-            continue
-        if path.name in taken and not _take_over(path):
-            continue
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, flags, 0o600)
         except FileExistsError:
-            continue
+            if not _stale(path) or not _take_over(path):
+                continue
+            try:
+                fd = os.open(path, flags, 0o600)
+            except FileExistsError:
+                continue  # another task took the freed block first
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(body)
         lease = Lease(block, project_s, run_id, task_id)
         if _port_free(lease.first):
             return lease
         path.unlink()  # something else listens there: give the block back, try the next
-        taken.add(path.name)
     raise FatalError(f"no free port block left in {folder} ({BLOCKS} blocks of {BLOCK_SIZE}); "
                      "remove old runs with parallel-setup cleanup")
 

@@ -529,7 +529,7 @@ def template_context(run: Run, task_id: str, states: Optional[Dict[str, "TaskSta
                      "state": st.state if st else "pending",
                      "issue": st.issue if st else None, "issue_url": st.issue_url if st else None,
                      "branch": st.branch if st else None})
-    lease = ports.find(run.project, run.id, task_id)
+    lease = ports.from_env_file(tdir / ports.ENV_FILENAME, run.project, run.id, task_id)
     return {
         "version": __version__,
         "run_id": run.id,
@@ -576,8 +576,9 @@ def render_task(run: Run, task_id: str, jinja=None, states: Optional[Dict[str, "
     jinja = jinja or make_environment(run.project)
     tdir = run.task_dir(task_id)
     tdir.mkdir(parents=True, exist_ok=True)
-    lease = ports.lease_task(run.project, run.id, task_id)  # the one it holds already on a re-render
-    _write_atomic(tdir / ports.ENV_FILENAME, ports.env_file_text(lease))
+    env_file = tdir / ports.ENV_FILENAME
+    lease = ports.lease_task(run.project, run.id, task_id, env_file)  # the one it holds already on a re-render
+    _write_atomic(env_file, ports.env_file_text(lease))
     ctx = template_context(run, task_id, states)
     title = render(jinja, "issue-title.txt.j2", **ctx).strip()
     if not title:
