@@ -589,7 +589,7 @@ def fill(project: Path, size: int, base_branch: str, log=None, setup: str = "aut
         result.free = len(free_slots(project))
         result.seconds = time.time() - start
         _say(log, f"done: {result.free} free, {result.created} created, {result.refreshed} moved, "
-                  f"{len(result.failed)} failed, {result.env_installed} environment(s) installed, "
+                  f"{len(result.failed)} failed, {result.env_installed} environment step(s) run, "
                   f"{result.seconds:.1f} s")
         return result
 

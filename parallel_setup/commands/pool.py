@@ -227,7 +227,7 @@ def run_status(args: argparse.Namespace) -> int:
         stale = len(slots) - fresh
         print(f"Free: {len(slots)}" + (f" ({fresh} at the base commit, {stale} older: updated at claim "
                                        "or by the next fill)" if stale else "")
-              + (f", {with_env} with their environment installed" if with_env else "")
+              + (f", {with_env} with their environment step done" if with_env else "")
               + f", in {pool.pool_dir(project).relative_to(project)}/ ({pool.human(disk)} on disk)")
     if running:
         print(f"A fill is running (pid {running}); log: {pool.log_path(project).relative_to(project)}")

@@ -85,17 +85,17 @@ def test_on_fills_in_the_background_at_origins_default_branch(repo, capsys):
         assert git(s.path, "status", "--porcelain").stdout == ""
         assert str(s.path) in worktrees(repo)
     assert json.loads(pool.settings_path(repo).read_text()) == {"size": 3, "base_branch": "main"}
-    assert "done: 3 free, 3 created, 0 moved, 0 failed, 3 environment(s) installed" in pool.log_path(repo).read_text()
+    assert "done: 3 free, 3 created, 0 moved, 0 failed, 3 environment step(s) run" in pool.log_path(repo).read_text()
     # The pool is excluded like worktrees/: the main checkout stays clean.
     assert git(repo, "status", "--porcelain").stdout == ""
     code, out, _ = cmd(repo, capsys, "status")
     disk = pool.disk_usage(pool.pool_dir(repo))
     assert disk > 0
     assert out == (f"Worktree pool: on, 3 worktrees at main (origin/main is {base[:12]}), environment: auto\n"
-                   f"Free: 3, 3 with their environment installed, in worktrees/.pool/ ({pool.human(disk)} on disk)\n")
+                   f"Free: 3, 3 with their environment step done, in worktrees/.pool/ ({pool.human(disk)} on disk)\n")
     # Topping up a full pool creates nothing.
     code, out, _ = cmd(repo, capsys, "fill")
-    assert code == 0 and "done: 3 free, 0 created, 0 moved, 0 failed, 0 environment(s) installed" in out
+    assert code == 0 and "done: 3 free, 0 created, 0 moved, 0 failed, 0 environment step(s) run" in out
 
 
 def test_off_removes_the_free_worktrees_and_the_setting(repo, capsys):
