@@ -181,13 +181,14 @@ class CleanupPlan:
     steps: List[Step] = field(default_factory=list)
     kept: List[Kept] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    port_leases: int = 0  # the run's port leases held when the plan was made (released at the end)
 
     @property
     def bytes(self) -> int:
         return sum(s.bytes for s in self.steps)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"run": self.run_id, "bytes": self.bytes,
+        return {"run": self.run_id, "bytes": self.bytes, "port_leases": self.port_leases,
                 "steps": [{k: v for k, v in asdict(s).items() if k != "data"} for s in self.steps],
                 "kept": [asdict(k) for k in self.kept], "notes": list(self.notes)}
 
@@ -417,7 +418,8 @@ def plan_cleanup(run, *, remote: bool = False, discard: bool = False, purge_logs
     """What cleaning up ``run`` would do, without changing anything."""
     from .runs import task_states
     project = Path(run.project)
-    plan = CleanupPlan(run.id)
+    from . import ports
+    plan = CleanupPlan(run.id, port_leases=len(ports.run_leases(Path(run.project), run.id)))
     base = run.data.get("base_commit") or None
     base_tips = _base_tips(run)
     worktrees = _worktrees(project)
@@ -737,25 +739,19 @@ def _do(run, step: Step, archived: bool) -> str:
 
 def _release_shared(project: Path, run_id: str, plan: CleanupPlan) -> None:
     """The run's port leases and the pool's stale slots, when those modules offer it."""
+    from . import pool, ports
     try:
-        from . import ports  # type: ignore[attr-defined]
-    except ImportError:
-        ports = None
-    if ports is not None and hasattr(ports, "release_run"):
-        try:
-            released = ports.release_run(project, run_id)
-            if released:
-                plan.notes.append(f"released the run's port leases ({released})")
-        except Exception as e:  # noqa: BLE001 - the run's removal is done; say what was left
-            plan.notes.append(f"could not release the run's ports: {e}")
-    from . import pool
-    if hasattr(pool, "remove_stale"):
-        try:
-            stale = pool.remove_stale(project)
-            if stale:
-                plan.notes.append(f"removed {stale} stale worktree(s) from the pool")
-        except Exception as e:  # noqa: BLE001
-            plan.notes.append(f"could not remove the pool's stale slots: {e}")
+        released = ports.release_run(project, run_id)
+        if released:
+            plan.notes.append(f"released the run's port leases ({released})")
+    except Exception as e:  # noqa: BLE001 - the run's removal is done; say what was left
+        plan.notes.append(f"could not release the run's ports: {e}")
+    try:
+        stale = pool.remove_stale(project)
+        if stale:
+            plan.notes.append(f"removed {stale} stale worktree(s) from the pool")
+    except Exception as e:  # noqa: BLE001
+        plan.notes.append(f"could not remove the pool's stale slots: {e}")
 
 
 # --------------------------------------------------------------------------
@@ -809,6 +805,8 @@ def render_plan(plan: CleanupPlan, *, dry_run: bool) -> str:
     else:
         lines.append("Nothing to remove: everything this run made is gone already.")
     lines += _kept_lines(plan)
+    if dry_run and plan.port_leases:
+        lines.append(f"Would release the run's port leases ({plan.port_leases}).")
     if dry_run and plan.steps:
         lines.append(f"Would free {human_bytes(plan.bytes)}.")
     return "\n".join(lines) + "\n"

@@ -217,17 +217,21 @@ def _take_over(path: Path) -> bool:
         lock.unlink()
 
 
+def run_leases(project: Path, run_id: str) -> List[Lease]:
+    """The leases a run holds now."""
+    project_s = str(Path(project).resolve())
+    return [l for l in leases() if l.project == project_s and l.run_id == run_id]
+
+
 def release_run(project: Path, run_id: str) -> int:
     """Remove every lease of a run (cleanup calls it); the number removed."""
-    project_s = str(Path(project).resolve())
     removed = 0
-    for lease in leases():
-        if lease.project == project_s and lease.run_id == run_id:
-            try:
-                _lease_path(lease.block).unlink()
-                removed += 1
-            except FileNotFoundError:
-                pass
+    for lease in run_leases(project, run_id):
+        try:
+            _lease_path(lease.block).unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
     return removed
 
 
