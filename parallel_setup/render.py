@@ -36,6 +36,7 @@ TEMPLATE_NAMES = (
     "issue-body.md.j2",
     "completion-report.md.j2",
     "spawn-instructions.md.j2",
+    "merge-conflict.md.j2",
 )
 
 
