@@ -630,14 +630,17 @@ class Train:
                         f"conflict markers are still in {', '.join(markers)} (integration worktree {wt}): "
                         "finish resolving them, then run merge again")))
                 c = by_id[stopped_task]
+                strategy = stopped.get("strategy") or self.opts.strategy
                 git(wt, "add", "-A", "--", ".")
                 if progress == "cherry-pick":
                     proc = git(wt, "-c", "core.editor=true", "cherry-pick", "--continue", check=False)
                     if proc.returncode != 0 and _unmerged(wt):
                         return self.stop(self._conflict_stop(c, _unmerged(wt), tip, merged, still=True))
+                if strategy == "rebase":
                     self._add_trailer_if_missing(c, tip)
                 else:
-                    git(wt, "commit", "-q", "--no-verify", "-m", commit_message(self.run, c, self.opts.strategy))
+                    git(wt, "commit", "-q", "--allow-empty", "--no-verify", "-m",
+                        commit_message(self.run, c, strategy))
                 self.say(f"{stopped_task}: the conflict is resolved (committed in the integration worktree)")
             elif stopped:
                 return self.stop(Stop("dirty", stopped_task, message=(
@@ -713,13 +716,16 @@ class Train:
         if self.opts.strategy == "merge":
             proc = git(wt, "merge", "--no-ff", "--no-verify", "-q", "-m", msg, c.head, check=False, timeout=600)
         elif self.opts.strategy == "squash":
-            proc = git(wt, "merge", "--squash", "-q", c.head, check=False, timeout=600)
-            if proc.returncode == 0:
+            if c.depends_on:  # its branch holds its dependencies' commits, which the train squashed already
+                commits = self._own_commits(c)
+                proc = git(wt, "cherry-pick", "--no-commit", *commits, check=False, timeout=600) if commits else None
+            else:
+                proc = git(wt, "merge", "--squash", "-q", c.head, check=False, timeout=600)
+            if proc is None or proc.returncode == 0:
                 proc = git(wt, "commit", "-q", "--allow-empty", "--no-verify", "-m", msg, check=False)
         else:
             head = _rev(wt, "HEAD") or ""
-            commits = (_git_ok(wt, "rev-list", "--reverse", "--no-merges", "--right-only", "--cherry-pick",
-                               f"{head}...{c.head}") or "").split()
+            commits = self._own_commits(c)
             if commits:
                 proc = git(wt, "cherry-pick", "--allow-empty", *commits, check=False, timeout=600)
                 if proc.returncode == 0:
@@ -733,6 +739,11 @@ class Train:
             return files
         raise FatalError(f"git could not merge {c.branch} into the integration worktree {wt}: "
                          + (proc.stderr.strip() or proc.stdout.strip())[-800:])
+
+    def _own_commits(self, c: Candidate) -> List[str]:
+        """The task's commits not on HEAD yet, by content (a dependency's copies do not count), oldest first."""
+        return (_git_ok(self.wt, "rev-list", "--reverse", "--no-merges", "--right-only", "--cherry-pick",
+                        f"HEAD...{c.head}") or "").split()
 
     def _conflict_stop(self, c: Optional[Candidate], files: List[str], tip: str, merged: Dict[str, str],
                        still: bool = False) -> Stop:

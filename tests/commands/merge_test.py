@@ -1,0 +1,305 @@
+"""``parallel-setup merge``: the forecast, the train, its stops, resuming, landing.
+
+Every test builds a finished run with the real parts (tests/support/merge_run.py): the real
+setup scripts in local mode, real commits in the task worktrees, a bare origin. Nothing
+about git is simulated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+
+from parallel_setup import cli, events, merge, runs
+from tests.support import merge_run
+from tests.support.git import git
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_ID = "20261202-010000-5e1f"
+SMALL = [t for t in merge_run.PLAN_TASKS if t[0] in ("alpha", "beta", "chain-a", "chain-b", "gamma")]
+
+
+@pytest.fixture(autouse=True)
+def _pinned(monkeypatch, tmp_path):
+    monkeypatch.setattr(runs, "new_run_id", lambda now=None, suffix=None: RUN_ID)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+
+
+def main(run: runs.Run, capsys, *args: str):
+    code = cli.main(["-C", str(run.project), "merge", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def as_json(run, capsys, *args):
+    code, out, err = main(run, capsys, "--json", *args)
+    return code, json.loads(out), err
+
+
+def integration_tip(run) -> str:
+    return git(run.project, "rev-parse", merge.integration_branch(run)).stdout.strip()
+
+
+def green_at(run, commit: str, tmp_path: Path) -> bool:
+    """Run the plan's test command on a commit's files (a fresh export, no worktree involved)."""
+    dest = tmp_path / f"export-{commit[:8]}-{time.monotonic_ns()}"
+    dest.mkdir()
+    data = subprocess.run(["git", "archive", commit], cwd=run.project, capture_output=True, check=True).stdout
+    tarfile.open(fileobj=BytesIO(data)).extractall(dest)
+    return subprocess.run(["bash", "-c", merge_run.TEST], cwd=dest, capture_output=True).returncode == 0
+
+
+def trailers(run, ref: str) -> list:
+    out = git(run.project, "log", "--format=%(trailers:key=Parallel-Task,valueonly)", ref).stdout
+    return [l.split("/", 1)[1] for l in out.split() if l.startswith(run.id + "/")]
+
+
+def kinds(run) -> list:
+    return [e["event"] for e in events.read_events(run.dir) if e["event"].startswith("merge_") or e["event"] == "landed"]
+
+
+# --------------------------------------------------------------------------
+# The forecast
+
+
+def test_dry_run_forecast_names_exactly_the_conflicting_pair_and_changes_nothing(tmp_path, capsys):
+    run = merge_run.build(tmp_path)
+    before = git(run.project, "for-each-ref").stdout
+    code, doc, err = as_json(run, capsys, "--dry-run")
+    assert (code, err) == (0, "")
+    fc = doc["forecast"]
+    assert fc["available"] is True
+    assert fc["order"] == ["alpha", "beta", "conf-red", "rename", "chain-a", "conf-green", "use-greet",
+                           "chain-b", "gamma"]
+    assert fc["conflicts"] == [{"a": "conf-red", "b": "conf-green", "files": ["config.txt"]}]
+    assert fc["base_conflicts"] == [] and fc["errors"] == []
+    assert fc["pairs_checked"] == 9 * 8 // 2 + 9
+    assert doc["skipped"] == [{"id": "docs", "state": "unverified", "reason": "not verified: push: not verified"}]
+    assert git(run.project, "for-each-ref").stdout == before  # no branch made
+    assert not merge.integration_worktree(run).exists()
+    assert kinds(run) == []
+
+
+def test_dry_run_text(tmp_path, capsys, snapshot):
+    run = merge_run.build(tmp_path)
+    code, out, err = main(run, capsys, "--dry-run", "--no-fetch")
+    assert (code, err) == (0, "")
+    base = git(run.project, "rev-parse", "origin/main").stdout.strip()
+    out = re.sub(r"in memory, \d+\.\d\d s", "in memory, <t> s", out.replace(base[:8], "<base>"))
+    assert out == snapshot
+
+
+def test_forecast_against_a_base_that_moved(tmp_path, capsys):
+    run = merge_run.build(tmp_path, tasks=SMALL)
+    git(run.project, "checkout", "-q", "main")
+    (run.project / "chain.txt").write_text("z\n")
+    git(run.project, "add", "chain.txt")
+    git(run.project, "commit", "-q", "-m", "chain on main")
+    git(run.project, "push", "-q", "origin", "main")
+    code, doc, _ = as_json(run, capsys, "--dry-run")
+    assert code == 0
+    assert doc["forecast"]["base_conflicts"] == [{"a": "chain-a", "b": "base", "files": ["chain.txt"]},
+                                                 {"a": "chain-b", "b": "base", "files": ["chain.txt"]}]
+    assert doc["forecast"]["conflicts"] == []
+
+
+def test_an_older_git_skips_the_forecast_and_says_so(tmp_path, capsys, monkeypatch):
+    run = merge_run.build(tmp_path, tasks=SMALL)
+    monkeypatch.setattr(merge, "git_version", lambda cwd=None: (2, 37, 1))
+    code, out, err = main(run, capsys, "--dry-run", "--no-fetch")
+    assert code == 0
+    assert ("\nno conflict forecast: git 2.37.1 is older than 2.38, which added `git merge-tree --write-tree` "
+            "(a merge without a working tree). The train still finds every conflict when it merges, one task "
+            "at a time in its own worktree.\n") in out
+
+
+# --------------------------------------------------------------------------
+# The train
+
+
+def test_train_stops_at_the_conflict_then_the_semantic_conflict_never_red_then_lands(tmp_path, capsys):
+    run = merge_run.build(tmp_path)
+    wt = merge.integration_worktree(run)
+
+    # 1. the textual conflict
+    code, doc, err = as_json(run, capsys)
+    assert code == merge.EXIT_STOPPED, err
+    stop = doc["train"]["stop"]
+    assert (stop["kind"], stop["task"], stop["files"], stop["collides_with"]) == (
+        "conflict", "conf-green", ["config.txt"], ["conf-red"])
+    assert doc["train"]["merged"] == ["alpha", "beta", "conf-red", "rename", "chain-a"]
+    tip = integration_tip(run)
+    assert green_at(run, tip, tmp_path)
+    assert trailers(run, tip)[0] == "chain-a"
+    prompt = Path(doc["resolver"]["path"]).read_text()
+    assert prompt.startswith("# Resolve the merge train's stop at task `conf-green`")
+    assert "- `config.txt`" in prompt and "- `conf-red` (Make the color red)" in prompt
+    assert doc["resolver"]["call"] == {
+        "description": "resolve merge conf-green", "subagent_type": "parallel:parallel-merge-resolver",
+        "prompt": f"Parallel merge: read .parallel/runs/{run.id}/merge/resolve-conf-green.md and follow it exactly."}
+
+    # a re-run before the fix stops again, at the same place, and moves nothing
+    code, doc, _ = as_json(run, capsys)
+    assert code == merge.EXIT_STOPPED and doc["train"]["stop"]["task"] == "conf-green"
+    assert "still conflicted" in doc["train"]["stop"]["message"]
+    assert integration_tip(run) == tip
+
+    # 2. resolved (the files edited and staged, as the resolver does): the semantic conflict
+    (wt / "config.txt").write_text("color=red-green\nsize=10\n")
+    git(wt, "add", "config.txt")
+    code, doc, err = as_json(run, capsys)
+    assert code == merge.EXIT_STOPPED, err
+    stop = doc["train"]["stop"]
+    assert (stop["kind"], stop["task"], stop["semantic"], stop["test_exit"]) == ("tests", "use-greet", True, 1)
+    assert stop["merged_before"] == ["alpha", "beta", "conf-red", "rename", "chain-a", "conf-green"]
+    assert "use-greet was green alone (its tests passed on its branch): a semantic conflict with" in stop["message"]
+    assert "ImportError: cannot import name 'greet'" in stop["output_tail"]
+    tip = integration_tip(run)
+    assert trailers(run, tip)[0] == "conf-green"
+    assert green_at(run, tip, tmp_path)  # the branch stays at the last green merge
+    assert git(wt, "rev-parse", "HEAD^").stdout.strip() == tip  # the red merge is in the worktree only
+
+    # 3. fixed and committed in the worktree: it continues and lands
+    (wt / "banner.py").write_text((wt / "banner.py").read_text().replace("greet", "hello"))
+    git(wt, "commit", "-q", "-am", "Use hello after the rename")
+    code, doc, err = as_json(run, capsys, "--land", "--push")
+    assert code == 0, err
+    assert doc["train"]["green"] is True
+    assert doc["train"]["merged_now"] == ["use-greet", "chain-b", "gamma"]
+    tip = integration_tip(run)
+    assert git(run.project, "rev-parse", "main").stdout.strip() == tip
+    assert git(run.project, "ls-remote", "origin", "refs/heads/main").stdout.split()[0] == tip
+    assert sorted(trailers(run, "main")) == sorted(doc["train"]["merged"])  # each task exactly once
+    assert len(trailers(run, "main")) == 9
+    assert green_at(run, tip, tmp_path)
+    assert (run.project / "banner.py").exists()  # the user's checkout of main was fast-forwarded
+    assert doc["landed"]["closed_issues"] == list(range(1, 10))
+    issue = (run.project / ".parallel" / "issues" / "6.md").read_text()
+    commit = merge.merged_tasks(run, tip)["conf-green"]
+    assert f"**Closed**: merged into `main` as {commit} (task conf-green, run {run.id}," in issue
+    assert "docs" not in doc["train"]["merged"]
+
+    # 4. a second run is a no-op
+    code, out, err = main(run, capsys, "--land")
+    assert code == 0, err
+    assert out.endswith(f"Green: 9 tasks on parallel/{run.id} at {tip[:8]} (nothing new to merge), tests passing.\n"
+                        f"Landed: main is already at {tip[:8]}.\n")
+    assert integration_tip(run) == tip
+    issue_again = (run.project / ".parallel" / "issues" / "6.md").read_text()
+    assert issue_again == issue
+    seen = kinds(run)
+    for kind in ("merge_start", "merge_task", "merge_tests", "merge_stop", "landed"):
+        assert kind in seen
+    tasks = [e for e in events.read_events(run.dir, event="merge_task") if e["result"] == "merged"]
+    assert sorted(e["task"] for e in tasks) == sorted(doc_merged := trailers(run, "main")) and len(doc_merged) == 9
+    assert all(isinstance(e["seconds"], float) for e in tasks)
+
+
+def test_sigkill_mid_train_then_run_again_completes(tmp_path, capsys):
+    run = merge_run.build(tmp_path, tasks=SMALL)
+    counter = tmp_path / "tests-run"
+    slow = f"{merge_run.TEST} && echo x >> {counter} && if [ $(wc -l < {counter}) -ge 3 ]; then sleep 120; fi"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "parallel_setup", "-C", str(run.project), "merge", "--no-fetch",
+                             "--test", slow], cwd=run.project, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (counter.exists() and len(counter.read_text().split()) >= 3):
+        time.sleep(0.1)
+    assert counter.exists() and len(counter.read_text().split()) >= 3
+    os.killpg(proc.pid, signal.SIGKILL)  # during the third test: merged, not yet moved
+    proc.wait()
+    assert trailers(run, merge.integration_branch(run)) == ["beta", "alpha"]
+
+    code, doc, err = as_json(run, capsys, "--no-fetch")
+    assert code == 0, err
+    assert doc["train"]["merged"] == ["alpha", "beta", "chain-a", "chain-b", "gamma"]
+    assert doc["train"]["merged_now"] == ["chain-a", "chain-b", "gamma"]
+    assert sorted(trailers(run, merge.integration_branch(run))) == sorted(doc["train"]["merged"])
+    assert green_at(run, integration_tip(run), tmp_path)
+
+
+def test_a_second_copy_at_once_is_refused(tmp_path, capsys):
+    run = merge_run.build(tmp_path, tasks=SMALL)
+    with merge.TrainLock(run):
+        code, out, err = main(run, capsys, "--no-fetch")
+    assert code == 1
+    assert re.fullmatch(rf"parallel-setup: another `parallel-setup merge` of run {run.id} is running "
+                        r"\(pid \d+ since \d\d:\d\d:\d\d\); wait for it to finish, then run merge again\n", err)
+    assert not merge.integration_worktree(run).exists()
+
+
+def test_task_refuses_a_dependency_not_merged(tmp_path, capsys):
+    run = merge_run.build(tmp_path, tasks=SMALL)
+    code, out, err = main(run, capsys, "--no-fetch", "--task", "chain-b")
+    assert code == 1
+    assert err == ("parallel-setup: task chain-b depends on chain-a, which is not merged yet: merge it first "
+                   "(or name it with --task too)\n")
+    code, doc, err = as_json(run, capsys, "--no-fetch", "--task", "chain-a")
+    assert code == 0 and doc["train"]["merged"] == ["chain-a"]
+    code, doc, err = as_json(run, capsys, "--no-fetch", "--task", "chain-b")
+    assert code == 0 and doc["train"]["merged"] == ["chain-a", "chain-b"]
+
+
+def test_unverified_task_is_never_merged_even_by_name(tmp_path, capsys):
+    run = merge_run.build(tmp_path, tasks=[t for t in merge_run.PLAN_TASKS if t[0] in ("alpha", "docs")])
+    code, out, err = main(run, capsys, "--no-fetch", "--task", "docs")
+    assert code == 1
+    assert err == "parallel-setup: task docs cannot be merged: not verified: push: not verified\n"
+
+
+@pytest.mark.parametrize("strategy", ["squash", "rebase"])
+def test_other_strategies_merge_each_task_once(tmp_path, capsys, strategy):
+    run = merge_run.build(tmp_path, tasks=SMALL)
+    code, doc, err = as_json(run, capsys, "--no-fetch", "--strategy", strategy)
+    assert code == 0, err
+    tip = integration_tip(run)
+    assert sorted(trailers(run, tip)) == sorted(["alpha", "beta", "chain-a", "chain-b", "gamma"])
+    assert git(run.project, "rev-list", "--merges", f"origin/main..{tip}").stdout == ""  # linear history
+    assert (run.project / "chain.txt").exists() is False  # the user's checkout is untouched
+    assert git(run.project, "show", f"{tip}:chain.txt").stdout == "a\nb\n"
+    code, doc, err = as_json(run, capsys, "--no-fetch", "--strategy", strategy)
+    assert code == 0 and doc["train"]["merged_now"] == [] and integration_tip(run) == tip
+
+
+# --------------------------------------------------------------------------
+# Landing
+
+
+def test_land_refuses_a_base_that_moved_and_a_dirty_checkout(tmp_path, capsys):
+    run = merge_run.build(tmp_path, tasks=SMALL)
+    git(run.project, "checkout", "-q", "main")
+    (run.project / "README.md").write_text("# widgets, edited\n")  # uncommitted, in the main checkout
+    code, out, err = main(run, capsys, "--no-fetch", "--land")
+    assert code == 1
+    assert err == (f"parallel-setup: not landing: the checkout of main at {run.project} has uncommitted changes "
+                   "(README.md); commit or stash them, then run merge --land again\n")
+    git(run.project, "commit", "-q", "-am", "main moved")
+    code, out, err = main(run, capsys, "--no-fetch", "--land")
+    assert code == 1
+    assert err == ("parallel-setup: not landing: main moved since the train started (1 commit not in "
+                   f"parallel/{run.id}), so this is not a fast-forward. Bring them in and test again: "
+                   f"git -C {merge.integration_worktree(run)} merge main, then run merge again\n")
+    # doing what it says lands it
+    git(merge.integration_worktree(run), "merge", "-q", "--no-edit", "main")
+    code, out, err = main(run, capsys, "--no-fetch", "--land")
+    assert code == 0, err
+    assert git(run.project, "rev-parse", "main").stdout == git(run.project, "rev-parse", merge.integration_branch(run)).stdout
+
+
+def test_push_needs_land_and_pr_needs_github(tmp_path, capsys):
+    run = merge_run.build(tmp_path, tasks=SMALL[:1])
+    assert main(run, capsys, "--push")[1:] == ("", "parallel-setup: --push needs --land\n")
+    code, out, err = main(run, capsys, "--pr")
+    assert (code, err) == (1, f"parallel-setup: --pr and --integration-pr need a run in github mode; run {run.id} "
+                              "uses local issues (use --land)\n")
