@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print("\nTrain:", flush=True)
     opts = merge.TrainOptions(strategy=args.strategy, tests=args.test or None, test_each=args.test_each,
-                              only=args.task)
+                              only=args.task, test_timeout=args.test_timeout)
     result = merge.run_train(run_, opts, say=say)
     doc = {"run": run_.id, "forecast": fc.to_dict(), "train": result.to_dict(),
            "skipped": [s.__dict__ for s in skipped]}
@@ -216,7 +216,8 @@ def write_resolver(run_: runs.Run, result: merge.TrainResult) -> dict:
     text = render(make_environment(run_.project), "merge-conflict.md.j2", **ctx)
     runs._write_atomic(path, text)
     call = {"description": f"resolve merge {s.task or ''}".strip(), "subagent_type": RESOLVER_TYPE,
-            "prompt": f"Parallel merge: read {run_.relative(path)} and follow it exactly."}
+            "prompt": f"Parallel merge: read {run_.relative(path)} and follow it exactly.",
+            "run_in_background": False}  # the train continues only after the resolver is done
     return {"path": str(path), "call": call}
 
 

@@ -146,7 +146,8 @@ def test_train_stops_at_the_conflict_then_the_semantic_conflict_never_red_then_l
     assert "- `config.txt`" in prompt and "- `conf-red` (Make the color red)" in prompt
     assert doc["resolver"]["call"] == {
         "description": "resolve merge conf-green", "subagent_type": "parallel:parallel-merge-resolver",
-        "prompt": f"Parallel merge: read .parallel/runs/{run.id}/merge/resolve-conf-green.md and follow it exactly."}
+        "prompt": f"Parallel merge: read .parallel/runs/{run.id}/merge/resolve-conf-green.md and follow it exactly.",
+        "run_in_background": False}
 
     # a re-run before the fix stops again, at the same place, and moves nothing
     code, doc, _ = as_json(run, capsys)
