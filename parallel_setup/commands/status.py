@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .. import status, verify
+from .. import merge_view, status, verify
 from ..errors import FatalError
 from ..gitutil import git_common_dir
 from ..paths import find_project_root, plans_dir
@@ -67,7 +67,11 @@ def run(args) -> int:
             raise FatalError(f"cannot write the HTML page to {out}: {e.strerror}; give --html a file path "
                              "in a folder you can write") from None
     if args.json:
-        print(json.dumps(st.to_dict(), indent=2, sort_keys=True))
+        doc = st.to_dict()
+        train = merge_view.merge_data(project, run_id)
+        if train is not None:
+            doc["merge"] = train
+        print(json.dumps(doc, indent=2, sort_keys=True))
     else:
         width = args.width or shutil.get_terminal_size((100, 24)).columns
         print(render_text(st, max(60, width)), end="")
@@ -188,6 +192,7 @@ def render_text(st: status.RunStatus, width: int = 100) -> str:
     else:
         out.append("  sequential estimate  n/a (no measured setup yet)")
     out += [""] + render_timeline(st, width)
+    out += merge_view.text_lines(st.project, st.id)
     problems = [t for t in st.tasks if t.state in status.STUCK]
     if problems:
         out += ["", "Problems (what to run: README, \"Recovering a task\")"]
@@ -353,5 +358,6 @@ th, td {{ padding: 3px 10px; border-bottom: 1px solid #eee; text-align: left; }}
 <h2>Tasks</h2>
 <table id="tasks"><tr><th>task</th><th>issue</th><th>branch</th><th>state</th><th>issue s</th><th>worktree s</th>
 <th>env s</th><th>setup s</th><th>work s</th><th>total s</th></tr>{task_rows}</table>
+{merge_view.html_section(st.project, st.id)}
 </body></html>
 """

@@ -304,3 +304,33 @@ def test_push_needs_land_and_pr_needs_github(tmp_path, capsys):
     code, out, err = main(run, capsys, "--pr")
     assert (code, err) == (1, f"parallel-setup: --pr and --integration-pr need a run in github mode; run {run.id} "
                               "uses local issues (use --land)\n")
+
+
+# --------------------------------------------------------------------------
+# In /parallel:status
+
+
+def test_status_shows_each_tasks_merge_state_and_the_train_timeline(tmp_path, capsys):
+    tasks = [t for t in merge_run.PLAN_TASKS if t[0] in ("alpha", "conf-red", "conf-green", "docs")]
+    run = merge_run.build(tmp_path, tasks=tasks)
+    code, out, err = main(run, capsys, "--no-fetch")
+    assert code == merge.EXIT_STOPPED
+    page = tmp_path / "status.html"
+    assert cli.main(["-C", str(run.project), "status", "--width", "100", "--html", str(page)]) == 0
+    out = capsys.readouterr().out
+    merge_part = out[out.index("\nMerge train ("):]
+    assert merge_part.startswith(f"\nMerge train (parallel/{run.id} at {integration_tip(run)[:8]}, 2 merged; "
+                                 "stopped at conf-green: conflict)\n"
+                                 "  alpha       merged\n  conf-red    merged\n  conf-green  stopped (conflict)\n"
+                                 "  docs        not merged\n\nMerge timeline (0 s = the first train started)\n")
+    assert re.search(r"\n +\d+\.\d s  conf-green: conflict in \d+\.\d s\n +\d+\.\d s  stopped at conf-green: conflict\n",
+                     merge_part)
+    assert out.index("Timeline (0 s = planning ended") < out.index("\nMerge train (")
+    text = page.read_text()
+    assert '<td class="conflict" data-pair="conf-red conf-green" title="config.txt">x</td>' in text
+    assert '<td class="merge-stopped">stopped (conflict)</td>' in text
+    assert "Not merged: docs (not verified: push: not verified)" in text
+    assert cli.main(["-C", str(run.project), "status", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)["merge"]
+    assert doc["merged"] == ["alpha", "conf-red"] and doc["stop"]["task"] == "conf-green"
+    assert doc["tasks"]["docs"] == ""
