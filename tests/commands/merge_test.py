@@ -334,3 +334,14 @@ def test_status_shows_each_tasks_merge_state_and_the_train_timeline(tmp_path, ca
     doc = json.loads(capsys.readouterr().out)["merge"]
     assert doc["merged"] == ["alpha", "conf-red"] and doc["stop"]["task"] == "conf-green"
     assert doc["tasks"]["docs"] == ""
+
+
+def test_forecast_benchmark_runs_and_finds_its_conflicts(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "merge_forecast.py"), "--branches", "7",
+                           "--files", "40", "--reps", "1", "--json", "--dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert (result["branches"], result["merges"]) == (7, 7 * 6 // 2 + 7)
+    assert (result["conflicts"], result["base_conflicts"]) == (2, 0)  # t00 x t01 and t05 x t06
+    assert result["min_s"] <= result["median_s"] <= result["max_s"]
