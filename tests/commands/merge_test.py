@@ -345,3 +345,73 @@ def test_forecast_benchmark_runs_and_finds_its_conflicts(tmp_path):
     assert (result["branches"], result["merges"]) == (7, 7 * 6 // 2 + 7)
     assert (result["conflicts"], result["base_conflicts"]) == (2, 0)  # t00 x t01 and t05 x t06
     assert result["min_s"] <= result["median_s"] <= result["max_s"]
+
+
+# --------------------------------------------------------------------------
+# Recovery
+
+
+CONFLICT = [t for t in merge_run.PLAN_TASKS if t[0] in ("alpha", "conf-red", "conf-green", "chain-a", "chain-b")]
+
+
+@pytest.mark.parametrize("strategy", ["merge", "squash", "rebase"])
+def test_a_resolved_conflict_continues_with_every_strategy(tmp_path, capsys, strategy):
+    run = merge_run.build(tmp_path, tasks=CONFLICT)
+    wt = merge.integration_worktree(run)
+    code, doc, err = as_json(run, capsys, "--no-fetch", "--strategy", strategy)
+    assert code == merge.EXIT_STOPPED, err
+    assert (doc["train"]["stop"]["task"], doc["train"]["stop"]["collides_with"]) == ("conf-green", ["conf-red"])
+    (wt / "config.txt").write_text("color=red-green\nsize=10\n")
+    git(wt, "add", "config.txt")
+    code, doc, err = as_json(run, capsys, "--no-fetch", "--strategy", strategy)
+    assert code == 0, (err, doc["train"]["stop"])
+    tip = integration_tip(run)
+    assert sorted(trailers(run, tip)) == ["alpha", "chain-a", "chain-b", "conf-green", "conf-red"]
+    assert git(run.project, "show", f"{tip}:config.txt").stdout == "color=red-green\nsize=10\n"
+    assert git(run.project, "show", f"{tip}:chain.txt").stdout == "a\nb\n"
+
+
+def test_markers_left_in_a_resolution_are_refused(tmp_path, capsys):
+    run = merge_run.build(tmp_path, tasks=CONFLICT)
+    wt = merge.integration_worktree(run)
+    assert main(run, capsys, "--no-fetch")[0] == merge.EXIT_STOPPED
+    git(wt, "add", "config.txt")  # staged with git's markers still in it
+    code, doc, err = as_json(run, capsys, "--no-fetch")
+    assert code == merge.EXIT_STOPPED
+    assert doc["train"]["stop"]["kind"] == "markers" and doc["train"]["stop"]["files"] == ["config.txt"]
+    assert sorted(trailers(run, integration_tip(run))) == ["alpha", "chain-a", "conf-red"]
+
+
+def test_a_merge_left_half_made_is_redone(tmp_path, capsys):
+    """What a train killed inside `git merge` leaves: a merge in progress and no stop recorded."""
+    run = merge_run.build(tmp_path, tasks=SMALL)
+    code, doc, err = as_json(run, capsys, "--no-fetch", "--task", "alpha")
+    assert code == 0
+    wt = merge.integration_worktree(run)
+    beta = git(run.project, "rev-parse", "feature/task-2").stdout.strip()
+    git(wt, "merge", "--no-ff", "--no-commit", beta)
+    code, out, err = main(run, capsys, "--no-fetch")
+    assert code == 0, err
+    assert "  an interrupted merge was left in the integration worktree: starting that task again\n" in out
+    tip = integration_tip(run)
+    assert sorted(trailers(run, tip)) == ["alpha", "beta", "chain-a", "chain-b", "gamma"]
+    assert green_at(run, tip, tmp_path)
+
+
+def test_a_red_merge_is_redone_when_the_task_branch_was_fixed_instead(tmp_path, capsys):
+    tasks = [t for t in merge_run.PLAN_TASKS if t[0] in ("rename", "use-greet")]
+    run = merge_run.build(tmp_path, tasks=tasks)
+    code, doc, err = as_json(run, capsys, "--no-fetch")
+    assert code == merge.EXIT_STOPPED and doc["train"]["stop"]["task"] == "use-greet"
+    # the fix goes on the task's branch (in its worktree), not in the integration worktree
+    task_wt = next(p for p in (run.project / "worktrees").iterdir() if p.name.startswith("task-") and
+                   git(p, "branch", "--show-current").stdout.strip() == "feature/task-2")
+    (task_wt / "banner.py").write_text("import lib\n\ndef banner():\n"
+                                       "    return getattr(lib, 'hello', getattr(lib, 'greet', None))('world').upper()\n")
+    git(task_wt, "commit", "-q", "-am", "banner: works before and after the rename")
+    code, out, err = main(run, capsys, "--no-fetch")
+    assert code == 0, out + err
+    assert "  use-greet: its branch moved since the red merge: merging it again\n" in out
+    tip = integration_tip(run)
+    assert green_at(run, tip, tmp_path)
+    assert "getattr" in git(run.project, "show", f"{tip}:banner.py").stdout
