@@ -47,6 +47,7 @@ TRAILER = "Parallel-Task"
 MERGE_TREE_GIT = (2, 38)
 #: Exit status of ``parallel-setup merge`` when the train stopped (conflict or red tests).
 EXIT_STOPPED = 2
+PROBE_LIMIT = 8  # earlier tasks tried one by one with a red task to name its semantic conflict
 OUTPUT_TAIL = 4000  # characters of a failed test's output kept in the event log and the prompt
 
 CONFLICT_MARKER = re.compile(r"^\+(<{7}|>{7})( |$)|^\+={7}$", re.M)
@@ -433,6 +434,8 @@ class Stop:
     test_exit: Optional[int] = None
     output_tail: str = ""
     task_head: Optional[str] = None  # the task branch's commit the train merged
+    culprits: List[str] = field(default_factory=list)  # earlier tasks red together with it, alone
+    culprits_note: str = ""
     message: str = ""
 
 
@@ -538,6 +541,24 @@ def _markers(wt: Path, a: str, b: Optional[str] = None) -> List[str]:
         elif current and CONFLICT_MARKER.match(line) and current not in files:
             files.append(current)
     return files
+
+
+def _merged_tree(cwd: Path, a: str, b: str) -> Tuple[Optional[str], Optional[str]]:
+    """The tree of a and b merged in memory, or (None, why) when they conflict."""
+    proc = git(cwd, "merge-tree", "--write-tree", "--no-messages", a, b, check=False, timeout=120)
+    if proc.returncode == 0 and proc.stdout.strip():
+        return proc.stdout.split()[0], None
+    return None, "conflict" if proc.returncode == 1 else proc.stderr.strip()
+
+
+def _remove_worktree(project: Path, path: Path) -> None:
+    """Remove one of the train's own scratch worktrees (it holds nothing of anyone's)."""
+    if path.exists():
+        git(project, "worktree", "remove", "--force", "--force", "--", str(path), check=False, timeout=600)
+        if path.exists():
+            import shutil
+            shutil.rmtree(path, ignore_errors=True)
+    git(project, "worktree", "prune", check=False)
 
 
 def _reset(wt: Path, commit: str) -> None:
@@ -672,6 +693,40 @@ class Train:
         return self._test_and_advance(tip, head, pending, stopped_task or (pending[-1] if pending else None),
                                       merged, resumed=True, label=label)
 
+    def _culprits(self, task: str, before: List[str]) -> Tuple[List[str], str]:
+        """Which earlier tasks turn ``task`` red on their own: each pair merged in memory and tested
+        in a scratch worktree (``worktrees/merge-<run-id>-probe``, removed after)."""
+        if git_version(self.run.project) < MERGE_TREE_GIT:
+            return [], ""
+        heads = {c.id: c.head for c in select(self.run)[0]}
+        tried = [t for t in reversed(before) if t in heads][:PROBE_LIMIT]
+        if task not in heads or not tried:
+            return [], ""
+        probe = self.wt.with_name(self.wt.name + "-probe")
+        found: List[str] = []
+        try:
+            _remove_worktree(self.run.project, probe)
+            git(self.run.project, "worktree", "add", "-q", "--detach", "--", str(probe), heads[task], timeout=600)
+            for other in tried:
+                tree, err = _merged_tree(self.run.project, heads[other], heads[task])
+                if tree is None:
+                    continue
+                commit = git(self.run.project, "commit-tree", tree, "-p", heads[other], "-p", heads[task],
+                             "-m", f"probe: {other} + {task}").stdout.strip()
+                git(probe, "checkout", "-q", "--detach", commit)
+                git(probe, "clean", "-q", "-fd")
+                code, _, _, _ = run_tests(self.run, probe, self.tests, f"probe {other} + {task}", self.opts.test_timeout)
+                if code != 0:
+                    found.append(other)
+        finally:
+            _remove_worktree(self.run.project, probe)
+        found = [t for t in before if t in found]
+        if found:
+            return found, ""
+        skipped = len(before) - len(tried)
+        return [], ("No single earlier task makes it red on its own: it takes their combination"
+                    + (f" (tried the last {len(tried)} of {len(before)})" if skipped else "") + ".")
+
     def _add_trailer_if_missing(self, c: Candidate, tip: str) -> None:
         head = _rev(self.wt, "HEAD")
         if head and head != tip and c.id not in merged_tasks(self.run, head, tip):
@@ -780,10 +835,12 @@ class Train:
             before = [t for t in self.order if t in merged and t not in tasks]
             states = runs.task_states(self.run)
             alone = len(tasks) == 1 and states.get(tasks[0]) is not None and states[tasks[0]].state == "done"
+            culprits, note = (self._culprits(tasks[0], before) if alone and before else ([], ""))
             if alone:
                 msg = (f"tests failed after merging {tasks[0]} (the merge itself was clean): `{failed}` exit {code}. "
                        f"{tasks[0]} was green alone (its tests passed on its branch): a semantic conflict with "
-                       f"{', '.join(before) or 'the base'}, merged before it.")
+                       + (f"{', '.join(culprits)} (each merged alone with it: red)" if culprits else
+                          f"{', '.join(before) or 'the base'}, merged before it") + "." + (f" {note}" if note else ""))
             else:
                 msg = (f"tests failed after merging {label}: `{failed}` exit {code}. "
                        "Run merge again with --test-each to find the task.")
@@ -792,7 +849,8 @@ class Train:
                     "then run merge again.")
             task_heads = {c.id: c.head for c in select(self.run)[0]}
             stop = Stop("tests", blamed, merged_before=before, semantic=alone, test_command=failed,
-                        test_exit=code, output_tail=tail, task_head=task_heads.get(blamed or ""), message=msg)
+                        test_exit=code, output_tail=tail, task_head=task_heads.get(blamed or ""),
+                        culprits=culprits, culprits_note=note, message=msg)
             self.stop(stop)
             self.run.event("merge_task", task=blamed, result="tests_failed", commit=head,
                            seconds=round(time.time() - start, 3))

@@ -209,7 +209,7 @@ def write_resolver(run_: runs.Run, result: merge.TrainResult) -> dict:
                 "issue": st.issue, "files": list(t.files)}
 
     ctx = {"run_id": run_.id, "project": str(run_.project), "stop": s.__dict__, "task": task_info(s.task),
-           "collides_with": [task_info(t) for t in s.collides_with],
+           "collides_with": [task_info(t) for t in (s.collides_with or s.culprits)],
            "merged_before": list(s.merged_before), "worktree": result.worktree, "branch": result.branch,
            "base_branch": run_.plan.base_branch, "strategy": result.strategy, "tests": list(result.tests),
            "continue_command": f"parallel-setup merge {run_.id}"}

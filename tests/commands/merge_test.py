@@ -163,7 +163,12 @@ def test_train_stops_at_the_conflict_then_the_semantic_conflict_never_red_then_l
     stop = doc["train"]["stop"]
     assert (stop["kind"], stop["task"], stop["semantic"], stop["test_exit"]) == ("tests", "use-greet", True, 1)
     assert stop["merged_before"] == ["alpha", "beta", "conf-red", "rename", "chain-a", "conf-green"]
-    assert "use-greet was green alone (its tests passed on its branch): a semantic conflict with" in stop["message"]
+    assert stop["culprits"] == ["rename"]  # each earlier task tried alone with use-greet: only rename is red
+    assert stop["message"].startswith(
+        "tests failed after merging use-greet (the merge itself was clean): `python3 run_checks.py` exit 1. "
+        "use-greet was green alone (its tests passed on its branch): a semantic conflict with rename (each "
+        "merged alone with it: red). The integration branch")
+    assert not (wt.parent / (wt.name + "-probe")).exists()
     assert "ImportError: cannot import name 'greet'" in stop["output_tail"]
     tip = integration_tip(run)
     assert trailers(run, tip)[0] == "conf-green"
@@ -415,3 +420,22 @@ def test_a_red_merge_is_redone_when_the_task_branch_was_fixed_instead(tmp_path, 
     tip = integration_tip(run)
     assert green_at(run, tip, tmp_path)
     assert "getattr" in git(run.project, "show", f"{tip}:banner.py").stdout
+
+
+def test_resolver_prompt_for_a_semantic_conflict(tmp_path, capsys, snapshot):
+    tasks = [t for t in merge_run.PLAN_TASKS if t[0] in ("alpha", "rename", "use-greet")]
+    run = merge_run.build(tmp_path, tasks=tasks)
+    code, doc, err = as_json(run, capsys, "--no-fetch")
+    assert code == merge.EXIT_STOPPED
+    prompt = Path(doc["resolver"]["path"]).read_text()  # merge-conflict.md.j2, rendered
+    assert prompt.replace(str(run.project), "<project>") == snapshot
+
+
+def test_a_user_override_of_the_resolver_template_wins(tmp_path, capsys):
+    run = merge_run.build(tmp_path, tasks=CONFLICT)
+    override = run.project / ".parallel" / "templates" / "merge-conflict.md.j2"
+    override.parent.mkdir(parents=True, exist_ok=True)
+    override.write_text("Ours: {{ stop.kind }} at {{ task.id }} in {{ stop.files | join(',') }}\n")
+    code, doc, err = as_json(run, capsys, "--no-fetch")
+    assert code == merge.EXIT_STOPPED
+    assert Path(doc["resolver"]["path"]).read_text() == "Ours: conflict at conf-green in config.txt\n"
