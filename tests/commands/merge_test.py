@@ -23,6 +23,7 @@ import pytest
 from parallel_setup import cli, events, merge, runs
 from tests.support import merge_run
 from tests.support.git import git
+from tests.support.github import REPO, fake_github, gh_env, requires_gh  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_ID = "20261202-010000-5e1f"
@@ -439,3 +440,49 @@ def test_a_user_override_of_the_resolver_template_wins(tmp_path, capsys):
     code, doc, err = as_json(run, capsys, "--no-fetch")
     assert code == merge.EXIT_STOPPED
     assert Path(doc["resolver"]["path"]).read_text() == "Ours: conflict at conf-green in config.txt\n"
+
+
+# --------------------------------------------------------------------------
+# Pull requests (GitHub mode, the real gh against the fake GitHub)
+
+
+def _github_run(tmp_path, monkeypatch, gh_env):
+    pytest.importorskip("parallel_setup.pulls", reason="--pr needs parallel_setup/pulls.py (H11b)")
+    for k, v in gh_env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("PARALLEL_VERIFY_GH", "0")
+    return merge_run.build(tmp_path, tasks=SMALL, repository=REPO)
+
+
+@requires_gh
+def test_pr_opens_one_pull_request_per_task_with_closes_and_reuses_them(tmp_path, capsys, monkeypatch,
+                                                                         fake_github, gh_env):
+    run = _github_run(tmp_path, monkeypatch, gh_env)
+    code, doc, err = as_json(run, capsys, "--no-fetch", "--pr")
+    assert code == 0, err
+    prs = fake_github.pulls("acme/widgets")
+    states = runs.task_states(run)
+    assert sorted((p["head"], p["base"]) for p in prs) == sorted(
+        (states[t].branch, "main") for t in ["alpha", "beta", "chain-a", "chain-b", "gamma"])
+    for p in prs:
+        task = next(t for t in run.tasks if states[t].branch == p["head"])
+        assert f"Closes #{states[task].issue}\n" in p["body"]
+    assert git(run.project, "ls-remote", "origin", "refs/heads/" + states["gamma"].branch).stdout  # pushed first
+    assert [p["reused"] for p in doc["pull_requests"]] == [False] * 5
+    code, doc, err = as_json(run, capsys, "--no-fetch", "--pr")
+    assert code == 0 and [p["reused"] for p in doc["pull_requests"]] == [True] * 5
+    assert len(fake_github.pulls("acme/widgets")) == 5
+
+
+@requires_gh
+def test_integration_pr_lists_every_task(tmp_path, capsys, monkeypatch, fake_github, gh_env):
+    run = _github_run(tmp_path, monkeypatch, gh_env)
+    code, doc, err = as_json(run, capsys, "--no-fetch", "--integration-pr")
+    assert code == 0, err
+    [pr] = fake_github.pulls("acme/widgets")
+    assert (pr["head"], pr["base"]) == (merge.integration_branch(run), "main")
+    states = runs.task_states(run)
+    for t in ["alpha", "beta", "chain-a", "chain-b", "gamma"]:
+        assert f"- {t}: {run.plan.task(t).title} (Closes #{states[t].issue})\n" in pr["body"]
+    assert git(run.project, "ls-remote", "origin", merge.integration_branch(run)).stdout.split()[0] == \
+        integration_tip(run)

@@ -62,9 +62,10 @@ UNPUSHED = ("gamma",)
 UNVERIFIED = ("docs",)
 
 
-def plan_yaml(tasks=PLAN_TASKS) -> str:
+def plan_yaml(tasks=PLAN_TASKS, repository: str | None = None) -> str:
+    issues = ["issues:", "  mode: github", f"  repository: {repository}"] if repository else ["issues:", "  mode: local"]
     out = ["schema_version: 1", "name: merge-fixture", "goal: Ten small changes at once.", "base_branch: main",
-           "issues:", "  mode: local", "defaults:", "  setup: none", f"  test: {TEST}", "tasks:"]
+           *issues, "defaults:", "  setup: none", f"  test: {TEST}", "tasks:"]
     for tid, title, deps in tasks:
         out += [f"  - id: {tid}", f"    title: {title}", f"    description: {title}."]
         if deps:
@@ -79,15 +80,19 @@ def finish(run: runs.Run, task: str, state: str, **facts) -> None:
                         facts=dict({"tests_exit": 0, "tests_command": TEST}, **facts))
 
 
-def build(root: Path, *, tasks=PLAN_TASKS, changes=CHANGES) -> runs.Run:
-    """The repository at root/widgets (origin root/widgets.git) and its finished run."""
+def build(root: Path, *, tasks=PLAN_TASKS, changes=CHANGES, repository: str | None = None) -> runs.Run:
+    """The repository at root/widgets (origin root/widgets.git) and its finished run.
+
+    With ``repository`` the run is in GitHub mode (issues through gh: point the environment at
+    a fake GitHub first); else local issue files.
+    """
     repo = make_repo(root, files=BASE_FILES)
     plan = repo / "plan.yaml"
-    plan.write_text(plan_yaml(tasks), encoding="utf-8")
+    plan.write_text(plan_yaml(tasks, repository), encoding="utf-8")
     git(repo, "add", "plan.yaml")
     git(repo, "commit", "-q", "-m", "plan")
     git(repo, "push", "-q", "origin", "main")
-    run = runs.create_run(repo, plan, mode="local", fetch=True)
+    run = runs.create_run(repo, plan, mode="github" if repository else "local", fetch=True, labels=False)
     branches = {}
     for tid, _title, deps in tasks:
         setup = runs.run_setup(run, tid)
