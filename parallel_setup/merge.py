@@ -402,10 +402,15 @@ def ensure_integration(run: runs.Run, base_commit: str) -> Tuple[Path, str]:
         if wt.exists() and any(wt.iterdir()):
             raise FatalError(f"{wt} exists but is not a git worktree; move it away, then run merge again")
         git(run.project, "worktree", "add", "--detach", "--", str(wt), branch, timeout=600)
-        admin = _git_ok(wt, "rev-parse", "--absolute-git-dir")
-        if admin:
-            Path(admin.strip(), "parallel-owner").write_text(f"{run.id} merge\n", encoding="utf-8")
+        _record_owner(wt, f"{run.id} merge")
     return wt, tip or ""
+
+
+def _record_owner(wt: Path, owner: str) -> None:
+    """``.git/worktrees/<name>/parallel-owner``, as the setup scripts write it for a task's worktree."""
+    admin = _git_ok(wt, "rev-parse", "--absolute-git-dir")
+    if admin:
+        Path(admin.strip(), "parallel-owner").write_text(owner + "\n", encoding="utf-8")
 
 
 # --------------------------------------------------------------------------
@@ -434,6 +439,7 @@ class Stop:
     test_exit: Optional[int] = None
     output_tail: str = ""
     task_head: Optional[str] = None  # the task branch's commit the train merged
+    tasks: List[str] = field(default_factory=list)  # for a red test: the tasks merged since the last green
     culprits: List[str] = field(default_factory=list)  # earlier tasks red together with it, alone
     culprits_note: str = ""
     message: str = ""
@@ -595,6 +601,9 @@ class Train:
         base_ref, base_commit = current_base(run, fetch=self.opts.fetch)
         cands, skipped = select(run)
         self.order = [c.id for c in cands]
+        if not cands and integration_record(run) is None:  # nothing to merge: make nothing
+            return TrainResult(run.id, self.branch, str(integration_worktree(run)), "", base_ref,
+                               self.opts.strategy, [], [], [], [], skipped, None, self.tests)
         self.wt, tip = ensure_integration(run, base_commit)
         since = run.data.get("base_commit") or None
         merged = merged_tasks(run, tip, since)
@@ -683,6 +692,10 @@ class Train:
                 self.say(f"{stopped_task}: its branch moved since the red merge: merging it again")
                 _reset(wt, tip)
                 return None
+            if self.opts.test_each and len(stopped.get("tasks") or []) > 1:
+                self.say(f"the red merges of {', '.join(stopped['tasks'])} are merged again one at a time (--test-each)")
+                _reset(wt, tip)
+                return None
         pending = [t for t in merged_tasks(self.run, head, tip)]
         markers = _markers(wt, tip, head)
         if markers:
@@ -707,6 +720,7 @@ class Train:
         try:
             _remove_worktree(self.run.project, probe)
             git(self.run.project, "worktree", "add", "-q", "--detach", "--", str(probe), heads[task], timeout=600)
+            _record_owner(probe, f"{self.run.id} merge-probe")
             for other in tried:
                 tree, err = _merged_tree(self.run.project, heads[other], heads[task])
                 if tree is None:
@@ -850,7 +864,7 @@ class Train:
             task_heads = {c.id: c.head for c in select(self.run)[0]}
             stop = Stop("tests", blamed, merged_before=before, semantic=alone, test_command=failed,
                         test_exit=code, output_tail=tail, task_head=task_heads.get(blamed or ""),
-                        culprits=culprits, culprits_note=note, message=msg)
+                        tasks=list(tasks), culprits=culprits, culprits_note=note, message=msg)
             self.stop(stop)
             self.run.event("merge_task", task=blamed, result="tests_failed", commit=head,
                            seconds=round(time.time() - start, 3))
@@ -867,9 +881,11 @@ class Train:
 
 
 def run_train(run: runs.Run, opts: Optional[TrainOptions] = None,
-              say: Callable[[str], None] = lambda s: None) -> TrainResult:
-    """Run (or continue) the merge train under the run's lock. See the module docstring."""
+              say: Callable[[str], None] = lambda s: None, *, locked: bool = False) -> TrainResult:
+    """Run (or continue) the merge train under the run's lock (``locked``: the caller holds it)."""
     opts = opts or TrainOptions()
+    if locked:
+        return Train(run, opts, say).go()
     with TrainLock(run):
         return Train(run, opts, say).go()
 

@@ -111,7 +111,12 @@ def run(args: argparse.Namespace) -> int:
         print("\nTrain:", flush=True)
     opts = merge.TrainOptions(strategy=args.strategy, tests=args.test or None, test_each=args.test_each,
                               only=args.task, test_timeout=args.test_timeout)
-    result = merge.run_train(run_, opts, say=say)
+    with merge.TrainLock(run_):  # the train and the landing, one copy at a time
+        return _train_and_land(run_, args, opts, say, fc, skipped)
+
+
+def _train_and_land(run_, args, opts, say, fc, skipped) -> int:
+    result = merge.run_train(run_, opts, say=say, locked=True)
     doc = {"run": run_.id, "forecast": fc.to_dict(), "train": result.to_dict(),
            "skipped": [s.__dict__ for s in skipped]}
     if result.stop is not None:
@@ -122,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             print("\n".join(_stop_lines(run_, result, resolver)))
         return merge.EXIT_STOPPED
+    if not result.order and not result.merged:
+        doc["nothing_to_merge"] = True
+        print(json.dumps(doc, indent=2) if args.json else "\nNothing to merge: no task is verified done yet.")
+        return 0
     lines = _green_lines(result)
     if args.land:
         landed = merge.land(run_, result, push=args.push)

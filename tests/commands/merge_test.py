@@ -486,3 +486,32 @@ def test_integration_pr_lists_every_task(tmp_path, capsys, monkeypatch, fake_git
         assert f"- {t}: {run.plan.task(t).title} (Closes #{states[t].issue})\n" in pr["body"]
     assert git(run.project, "ls-remote", "origin", merge.integration_branch(run)).stdout.split()[0] == \
         integration_tip(run)
+
+
+def test_nothing_verified_makes_nothing(tmp_path, capsys):
+    run = merge_run.build(tmp_path, tasks=[t for t in merge_run.PLAN_TASKS if t[0] == "docs"])
+    code, out, err = main(run, capsys, "--no-fetch", "--land")
+    assert (code, err) == (0, "")
+    assert out.endswith("\nNot merged (1):\n  docs: not verified: push: not verified\n\nTrain:\n\n"
+                        "Nothing to merge: no task is verified done yet.\n")
+    assert not merge.integration_worktree(run).exists()
+    assert git(run.project, "branch", "--list", "parallel/*").stdout == ""
+
+
+def test_test_at_end_cannot_name_the_task_and_moves_nothing(tmp_path, capsys):
+    tasks = [t for t in merge_run.PLAN_TASKS if t[0] in ("alpha", "rename", "use-greet")]
+    run = merge_run.build(tmp_path, tasks=tasks)
+    base = git(run.project, "rev-parse", "origin/main").stdout.strip()
+    code, doc, err = as_json(run, capsys, "--no-fetch", "--test-at-end")
+    assert code == merge.EXIT_STOPPED
+    stop = doc["train"]["stop"]
+    assert stop["message"].startswith("tests failed after merging alpha, rename, use-greet: "
+                                      "`python3 run_checks.py` exit 1. Run merge again with --test-each to find the task.")
+    assert integration_tip(run) == base and doc["train"]["merged"] == []
+    tests = events.read_events(run.dir, event="merge_tests")
+    assert [(e["tasks"], e["exit"]) for e in tests] == [(["alpha", "rename", "use-greet"], 1)]
+    # as it says: one at a time finds the task and its culprit
+    code, doc, err = as_json(run, capsys, "--no-fetch")
+    assert code == merge.EXIT_STOPPED
+    assert (doc["train"]["stop"]["task"], doc["train"]["stop"]["culprits"]) == ("use-greet", ["rename"])
+    assert doc["train"]["merged"] == ["alpha", "rename"]
