@@ -606,7 +606,7 @@ class Train:
                                self.opts.strategy, [], [], [], [], skipped, None, self.tests)
         self.wt, tip = ensure_integration(run, base_commit)
         since = run.data.get("base_commit") or None
-        merged = merged_tasks(run, tip, since)
+        merged = self._merged(tip, since, cands)
         by_id = {c.id: c for c in cands}
         wanted = self._wanted(cands, merged, skipped)
         self.event("merge_start", strategy=self.opts.strategy, branch=self.branch, worktree=str(self.wt),
@@ -615,15 +615,24 @@ class Train:
                    skipped=[asdict(s) for s in skipped])
         stop = self._resume(tip, merged, by_id)
         tip = _rev(run.project, f"refs/heads/{self.branch}") or tip
-        merged = merged_tasks(run, tip, since)
+        merged = self._merged(tip, since, cands)
         if stop is None:
             stop = self._merge_all([c for c in wanted if c.id not in merged], tip, merged)
         tip = _rev(run.project, f"refs/heads/{self.branch}") or tip
-        merged = merged_tasks(run, tip, since)
+        merged = self._merged(tip, since, cands)
         order = [c.id for c in cands]
         return TrainResult(run.id, self.branch, str(self.wt), tip, base_ref, self.opts.strategy, order,
                            [t for t in order if t in merged], self.merged_now,
                            [c.id for c in wanted if c.id not in merged], skipped, stop, self.tests)
+
+    def _merged(self, tip: str, since: Optional[str], cands: List[Candidate]) -> Dict[str, str]:
+        """Merged tasks: by their trailer, or (a resolution committed by hand with another message)
+        because their branch's commit is already on the integration branch."""
+        merged = merged_tasks(self.run, tip, since)
+        for c in cands:
+            if c.id not in merged and tip and _is_ancestor(self.run.project, c.head, tip):
+                merged[c.id] = tip
+        return merged
 
     def _wanted(self, cands: List[Candidate], merged: Dict[str, str], skipped: List[Skipped]) -> List[Candidate]:
         if not self.opts.only:
@@ -697,6 +706,8 @@ class Train:
                 _reset(wt, tip)
                 return None
         pending = [t for t in merged_tasks(self.run, head, tip)]
+        if stopped_task in by_id and stopped_task not in pending and _is_ancestor(wt, by_id[stopped_task].head, head):
+            pending.append(stopped_task)  # resolved and committed by hand, with another message
         markers = _markers(wt, tip, head)
         if markers:
             return self.stop(Stop("markers", stopped_task, markers, message=(

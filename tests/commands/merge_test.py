@@ -515,3 +515,16 @@ def test_test_at_end_cannot_name_the_task_and_moves_nothing(tmp_path, capsys):
     assert code == merge.EXIT_STOPPED
     assert (doc["train"]["stop"]["task"], doc["train"]["stop"]["culprits"]) == ("use-greet", ["rename"])
     assert doc["train"]["merged"] == ["alpha", "rename"]
+
+
+def test_a_resolution_committed_by_hand_with_its_own_message_counts_as_merged(tmp_path, capsys):
+    run = merge_run.build(tmp_path, tasks=CONFLICT)
+    wt = merge.integration_worktree(run)
+    assert main(run, capsys, "--no-fetch")[0] == merge.EXIT_STOPPED
+    (wt / "config.txt").write_text("color=red-green\nsize=10\n")
+    git(wt, "commit", "-q", "-am", "my own message, no trailer")
+    code, doc, err = as_json(run, capsys, "--no-fetch")
+    assert code == 0, err
+    assert doc["train"]["merged"] == ["alpha", "conf-red", "chain-a", "conf-green", "chain-b"]
+    code, doc, err = as_json(run, capsys, "--no-fetch")
+    assert code == 0 and doc["train"]["merged_now"] == []
