@@ -528,6 +528,11 @@ def _dirty(wt: Path) -> bool:
     return bool(out and out.strip())
 
 
+def _untracked(wt: Path) -> List[str]:
+    out = _git_ok(wt, "ls-files", "--others", "--exclude-standard") or ""
+    return [l for l in out.splitlines() if l]
+
+
 def _in_progress(wt: Path) -> Optional[str]:
     for name, what in (("MERGE_HEAD", "merge"), ("CHERRY_PICK_HEAD", "cherry-pick")):
         out = _git_ok(wt, "rev-parse", "--git-path", name)
@@ -689,6 +694,13 @@ class Train:
             else:  # the train was killed mid-merge: that half-made merge is its own, redo it
                 self.say("an interrupted merge was left in the integration worktree: starting that task again")
                 _reset(wt, _rev(wt, "HEAD") or tip)
+        untracked = _untracked(wt)  # the train cleans up after its own tests: these are someone's work
+        if untracked:
+            shown = ", ".join(untracked[:5]) + (" ..." if len(untracked) > 5 else "")
+            return self.stop(Stop("dirty", stopped_task, untracked, message=(
+                f"the integration worktree {wt} has files git does not track ({shown}): if they are part of "
+                f"the fix, add and commit them (git -C {wt} add ... && git -C {wt} commit); else remove them; "
+                "then run merge again")))
         head = _rev(wt, "HEAD") or tip
         if head == tip:
             return None
@@ -852,6 +864,7 @@ class Train:
         if self.tests:
             self.say(f"testing after {label}: " + " && ".join(self.tests))
             code, failed, tail, secs = run_tests(self.run, self.wt, self.tests, label, self.opts.test_timeout)
+            git(self.wt, "clean", "-q", "-fd")  # what the tests left: so an untracked file later is someone's
         else:
             code, failed, tail, secs = 0, None, "", 0.0
         self.event("merge_tests", task=blamed, tasks=tasks, exit=code, command=failed or " && ".join(self.tests),

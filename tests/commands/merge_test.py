@@ -528,3 +528,23 @@ def test_a_resolution_committed_by_hand_with_its_own_message_counts_as_merged(tm
     assert doc["train"]["merged"] == ["alpha", "conf-red", "chain-a", "conf-green", "chain-b"]
     code, doc, err = as_json(run, capsys, "--no-fetch")
     assert code == 0 and doc["train"]["merged_now"] == []
+
+
+def test_an_untracked_file_left_with_a_fix_is_not_lost_or_tested_in(tmp_path, capsys):
+    tasks = [t for t in merge_run.PLAN_TASKS if t[0] in ("rename", "use-greet")]
+    run = merge_run.build(tmp_path, tasks=tasks)
+    wt = merge.integration_worktree(run)
+    assert main(run, capsys, "--no-fetch")[0] == merge.EXIT_STOPPED
+    (wt / "banner.py").write_text("from compat import greet\n\ndef banner():\n    return greet('world').upper()\n")
+    (wt / "compat.py").write_text("from lib import hello as greet\n")  # new, not added
+    git(wt, "commit", "-q", "-am", "banner through compat")  # -a leaves compat.py out
+    code, doc, err = as_json(run, capsys, "--no-fetch")
+    assert code == merge.EXIT_STOPPED
+    assert (doc["train"]["stop"]["kind"], doc["train"]["stop"]["files"]) == ("dirty", ["compat.py"])
+    assert (wt / "compat.py").exists()
+    assert trailers(run, integration_tip(run)) == ["rename"]
+    git(wt, "add", "compat.py")
+    git(wt, "commit", "-q", "-m", "add compat")
+    code, doc, err = as_json(run, capsys, "--no-fetch")
+    assert code == 0, err
+    assert green_at(run, integration_tip(run), tmp_path)
