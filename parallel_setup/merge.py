@@ -403,7 +403,18 @@ def ensure_integration(run: runs.Run, base_commit: str) -> Tuple[Path, str]:
             raise FatalError(f"{wt} exists but is not a git worktree; move it away, then run merge again")
         git(run.project, "worktree", "add", "--detach", "--", str(wt), branch, timeout=600)
         _record_owner(wt, f"{run.id} merge")
+    probe = wt.with_name(wt.name + "-probe")
+    if probe.exists() and _owner(probe) == f"{run.id} merge-probe":  # left by a train killed while probing
+        _remove_worktree(run.project, probe)
     return wt, tip or ""
+
+
+def _owner(wt: Path) -> Optional[str]:
+    admin = _git_ok(wt, "rev-parse", "--absolute-git-dir")
+    try:
+        return Path(admin.strip(), "parallel-owner").read_text(encoding="utf-8").strip() if admin else None
+    except OSError:
+        return None
 
 
 def _record_owner(wt: Path, owner: str) -> None:

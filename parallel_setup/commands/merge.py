@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if (args.pr or args.integration_pr) and args.land:
         raise FatalError("choose one way to land: --land, --pr or --integration-pr")
     run_ = runs.load_run(project, args.run)
+    if (args.push or args.pr or args.integration_pr) and not runs.has_origin(project):
+        raise FatalError("--push, --pr and --integration-pr need an origin remote; this repository has none")
     if (args.pr or args.integration_pr) and run_.mode != "github":
         raise FatalError(f"--pr and --integration-pr need a run in github mode; run {run_.id} uses local "
                          "issues (use --land)")

@@ -307,6 +307,10 @@ def test_land_refuses_a_base_that_moved_and_a_dirty_checkout(tmp_path, capsys):
 def test_push_needs_land_and_pr_needs_github(tmp_path, capsys):
     run = merge_run.build(tmp_path, tasks=SMALL[:1])
     assert main(run, capsys, "--push")[1:] == ("", "parallel-setup: --push needs --land\n")
+    git(run.project, "remote", "rename", "origin", "upstream")
+    assert main(run, capsys, "--land", "--push")[1:] == (
+        "", "parallel-setup: --push, --pr and --integration-pr need an origin remote; this repository has none\n")
+    git(run.project, "remote", "rename", "upstream", "origin")
     code, out, err = main(run, capsys, "--pr")
     assert (code, err) == (1, f"parallel-setup: --pr and --integration-pr need a run in github mode; run {run.id} "
                               "uses local issues (use --land)\n")
@@ -548,3 +552,17 @@ def test_an_untracked_file_left_with_a_fix_is_not_lost_or_tested_in(tmp_path, ca
     code, doc, err = as_json(run, capsys, "--no-fetch")
     assert code == 0, err
     assert green_at(run, integration_tip(run), tmp_path)
+
+
+def test_a_probe_worktree_left_by_a_killed_train_is_removed_and_only_ours(tmp_path, capsys):
+    run = merge_run.build(tmp_path, tasks=SMALL[:2])
+    assert main(run, capsys, "--no-fetch", "--task", "alpha")[0] == 0
+    wt = merge.integration_worktree(run)
+    probe = wt.with_name(wt.name + "-probe")
+    git(run.project, "worktree", "add", "-q", "--detach", str(probe), "main")
+    merge._record_owner(probe, f"{run.id} merge-probe")  # what _culprits leaves when killed
+    assert main(run, capsys, "--no-fetch")[0] == 0
+    assert not probe.exists()
+    git(run.project, "worktree", "add", "-q", "--detach", str(probe), "main")  # someone else's: kept
+    assert main(run, capsys, "--no-fetch")[0] == 0
+    assert probe.exists()
