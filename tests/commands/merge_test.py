@@ -115,13 +115,16 @@ def test_forecast_against_a_base_that_moved(tmp_path, capsys):
 
 
 def test_an_older_git_skips_the_forecast_and_says_so(tmp_path, capsys, monkeypatch):
-    run = merge_run.build(tmp_path, tasks=SMALL)
+    run = merge_run.build(tmp_path, tasks=CONFLICT)
     monkeypatch.setattr(merge, "git_version", lambda cwd=None: (2, 37, 1))
     code, out, err = main(run, capsys, "--dry-run", "--no-fetch")
     assert code == 0
     assert ("\nno conflict forecast: git 2.37.1 is older than 2.38, which added `git merge-tree --write-tree` "
             "(a merge without a working tree). The train still finds every conflict when it merges, one task "
             "at a time in its own worktree.\n") in out
+    code, doc, err = as_json(run, capsys, "--no-fetch")  # and the train still stops at the conflict
+    assert code == merge.EXIT_STOPPED and doc["forecast"]["available"] is False
+    assert (doc["train"]["stop"]["task"], doc["train"]["stop"]["collides_with"]) == ("conf-green", ["conf-red"])
 
 
 # --------------------------------------------------------------------------
@@ -234,6 +237,24 @@ def test_sigkill_mid_train_then_run_again_completes(tmp_path, capsys):
     assert doc["train"]["merged_now"] == ["chain-a", "chain-b", "gamma"]
     assert sorted(trailers(run, merge.integration_branch(run))) == sorted(doc["train"]["merged"])
     assert green_at(run, integration_tip(run), tmp_path)
+
+
+def test_two_processes_at_once_one_waits_its_turn_and_nothing_is_merged_twice(tmp_path, capsys):
+    run = merge_run.build(tmp_path, tasks=SMALL)
+    started = tmp_path / "started"
+    slow = f"touch {started}; sleep 3; {merge_run.TEST}"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "parallel_setup", "-C", str(run.project), "merge", "--no-fetch", "--test", slow]
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not started.exists():
+        time.sleep(0.05)
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 1
+    assert f"another `parallel-setup merge` of run {run.id} is running (pid {first.pid} since" in second.stderr
+    assert sorted(trailers(run, integration_tip(run))) == ["alpha", "beta", "chain-a", "chain-b", "gamma"]
 
 
 def test_a_second_copy_at_once_is_refused(tmp_path, capsys):
