@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from parallel_setup import events, merge, runs  # noqa: E402
-from tests.support.git import git, git_commit, make_repo  # noqa: E402
+from tests.support.git import git_commit, make_repo  # noqa: E402
 
 
 def build(root: Path, branches: int, files: int) -> runs.Run:
