@@ -54,13 +54,17 @@ class Script:
     def resolver(self, req: dict):
         prompt = first_user_text(req)
         wt = re.search(r"^    (/\S+/worktrees/merge-\S+)$", prompt, re.M)
-        if "# Resolve the merge train's stop at task `conf-green`" not in prompt or not wt:
+        if not wt:
+            return [text("RESOLVER-GOT-NO-PROMPT")]
+        if "# Resolve the merge train's stop at task `conf-green`" in prompt:
+            task, cmd = "conf-green", "printf 'color=red-green\\nsize=10\\n' > config.txt && git add config.txt"
+        elif "# Resolve the merge train's stop at task `use-greet`" in prompt and "it is red with these" in prompt:
+            task, cmd = "use-greet", "sed -i 's/greet/hello/g' banner.py && git commit -qam 'banner: use hello'"
+        else:
             return [text("RESOLVER-GOT-NO-PROMPT")]
         if not tool_results(req):
-            cmd = f"cd '{wt.group(1)}' && printf 'color=red-green\\nsize=10\\n' > config.txt && git add config.txt"
-            return [tool_use("Bash", {"command": cmd, "description": "Resolve config.txt"})]
-        report = {"parallel_merge_report": 1, "task": "conf-green", "status": "resolved",
-                  "files": ["config.txt"], "summary": "Kept both colors."}
+            return [tool_use("Bash", {"command": f"cd '{wt.group(1)}' && {cmd}", "description": "Resolve it"})]
+        report = {"parallel_merge_report": 1, "task": task, "status": "resolved", "files": [], "summary": "Done."}
         return [text("Resolved.\n```json\n" + json.dumps(report) + "\n```")]
 
 
@@ -104,3 +108,21 @@ def test_merge_hands_the_conflict_to_a_resolver_then_lands(tmp_path, plugin_copy
     assert [e["exit"] for e in events.read_events(run.dir, event="merge_tests")] == [0, 0, 0]
     # the task stays done for status: the resolver is not a task's agent
     assert [e["task"] for e in events.read_events(run.dir, event="spawn")] == []
+
+
+def test_merge_hands_a_semantic_conflict_to_the_resolver_which_commits_a_fix(tmp_path, plugin_copy):
+    run = merge_run.build(tmp_path, tasks=[t for t in merge_run.PLAN_TASKS if t[0] in ("rename", "use-greet")])
+    with MessagesAPIServer(Script()) as api:
+        proc = run_claude("/parallel:merge", cwd=run.project, plugin_dir=plugin_copy, api_url=api.url,
+                          home=tmp_path / "home", extra_env={"NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"},
+                          timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert not api.errors, api.errors
+        main_reqs = api.main_requests()
+    outputs = [r for r in tool_results(main_reqs[-1]) if r["name"] == "Bash"]
+    assert "a semantic conflict with rename (each merged alone with it: red)" in outputs[0]["content"]
+    assert "Landed: main fast-forwarded" in outputs[1]["content"]
+    tip = git(run.project, "rev-parse", "main").stdout.strip()
+    assert sorted(merge.merged_tasks(run, tip)) == ["rename", "use-greet"]
+    assert "hello" in git(run.project, "show", f"{tip}:banner.py").stdout
+    assert [e["exit"] for e in events.read_events(run.dir, event="merge_tests")] == [0, 1, 0]
