@@ -140,6 +140,10 @@ def _train_and_land(run_, args, opts, say, fc, skipped) -> int:
         doc["pull_requests"] = open_prs(run_, result, integration=args.integration_pr)
         lines += [f"  #{p['number']} {p['url']} ({'reused' if p['reused'] else 'opened'}) {p['task']}"
                   for p in doc["pull_requests"]]
+        fixed = resolved_in_train(run_)
+        if args.pr and fixed:
+            lines.append(f"Note: {', '.join(fixed)} needed a fix in the train (a conflict or a red test); "
+                         "a task's own pull request does not carry it: --integration-pr does.")
     elif result.merged and result.green:
         lines.append(f"Next: land it with `parallel-setup merge {run_.id} --land` (add --push to push "
                      f"{run_.plan.base_branch})" + (", or open pull requests with --pr or --integration-pr"
@@ -263,3 +267,9 @@ def open_prs(run_: runs.Run, result: merge.TrainResult, integration: bool) -> Li
             made.append(dict(pr, task=tid))
     run_.event("merge_prs", prs=made, integration=integration)
     return made
+
+
+def resolved_in_train(run_: runs.Run) -> List[str]:
+    """Tasks whose merge stopped (a conflict, red tests) before the train merged them."""
+    stopped = {e.get("task") for e in runs.events.iter_events(run_.dir) if e.get("event") == "merge_stop"}
+    return [t for t in run_.tasks if t in stopped]
