@@ -587,3 +587,12 @@ def test_a_probe_worktree_left_by_a_killed_train_is_removed_and_only_ours(tmp_pa
     git(run.project, "worktree", "add", "-q", "--detach", str(probe), "main")  # someone else's: kept
     assert main(run, capsys, "--no-fetch")[0] == 0
     assert probe.exists()
+
+
+def test_stop_text_is_what_claude_reads(tmp_path, capsys, snapshot):
+    run = merge_run.build(tmp_path, tasks=CONFLICT)
+    code, out, err = main(run, capsys, "--no-fetch")
+    assert (code, err) == (merge.EXIT_STOPPED, "")
+    out = re.sub(r"\b[0-9a-f]{8}\b", "<sha>", out.replace(str(run.project), "<project>").replace(run.id, "<run>"))
+    out = re.sub(r"in memory, \d+\.\d\d s", "in memory, <t> s", out)
+    assert out == snapshot
