@@ -60,8 +60,16 @@ def _expand_resolver(ctx: Ctx, tool_input: dict, run: str, name: str):
     (not ``spawn``: the task it resolves stays done)."""
     if not ctx.run_exists(run):
         return None
+    run_dir = ctx.run_dir(run)
+    path = os.path.join(run_dir, "merge", name + ".md")
+    # Only the file merge wrote: no symlink on the way, its real path inside the run's folder.
+    if any(os.path.islink(p) for p in (run_dir, os.path.dirname(path), path)) or \
+            os.path.realpath(path) != os.path.join(os.path.realpath(run_dir), "merge", name + ".md"):
+        return None
     try:
-        full = read_text(os.path.join(ctx.run_dir(run), "merge", name + ".md"))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with open(fd, encoding="utf-8") as f:
+            full = f.read()
     except (OSError, UnicodeDecodeError):
         return None
     ctx.use_run(run)

@@ -33,3 +33,14 @@ def test_a_missing_resolver_prompt_passes_through(hooks, project):
     payload = resolver_payload(f"Parallel merge: read {RESOLVE} and follow it exactly.")
     assert hooks.out("PreToolUse", payload) is None
     assert hooks.events("merge_resolver") == []
+
+
+def test_a_symlinked_resolver_prompt_is_not_followed(hooks, project, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the model\n")
+    path = project / RESOLVE
+    path.parent.mkdir(parents=True)
+    path.symlink_to(secret)
+    payload = resolver_payload(f"Parallel merge: read {RESOLVE} and follow it exactly.")
+    assert hooks.out("PreToolUse", payload) is None
+    assert hooks.events("merge_resolver") == []
