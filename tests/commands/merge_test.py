@@ -419,7 +419,7 @@ def test_a_merge_left_half_made_is_redone(tmp_path, capsys):
     code, doc, err = as_json(run, capsys, "--no-fetch", "--task", "alpha")
     assert code == 0
     wt = merge.integration_worktree(run)
-    beta = git(run.project, "rev-parse", "feature/task-2").stdout.strip()
+    beta = git(run.project, "rev-parse", runs.task_states(run)["beta"].branch).stdout.strip()
     git(wt, "merge", "--no-ff", "--no-commit", beta)
     code, out, err = main(run, capsys, "--no-fetch")
     assert code == 0, err
@@ -435,8 +435,7 @@ def test_a_red_merge_is_redone_when_the_task_branch_was_fixed_instead(tmp_path, 
     code, doc, err = as_json(run, capsys, "--no-fetch")
     assert code == merge.EXIT_STOPPED and doc["train"]["stop"]["task"] == "use-greet"
     # the fix goes on the task's branch (in its worktree), not in the integration worktree
-    task_wt = next(p for p in (run.project / "worktrees").iterdir() if p.name.startswith("task-") and
-                   git(p, "branch", "--show-current").stdout.strip() == "feature/task-2")
+    task_wt = Path(runs.task_states(run)["use-greet"].worktree)
     (task_wt / "banner.py").write_text("import lib\n\ndef banner():\n"
                                        "    return getattr(lib, 'hello', getattr(lib, 'greet', None))('world').upper()\n")
     git(task_wt, "commit", "-q", "-am", "banner: works before and after the rename")
@@ -454,6 +453,8 @@ def test_resolver_prompt_for_a_semantic_conflict(tmp_path, capsys, snapshot):
     code, doc, err = as_json(run, capsys, "--no-fetch")
     assert code == merge.EXIT_STOPPED
     prompt = Path(doc["resolver"]["path"]).read_text()  # merge-conflict.md.j2, rendered
+    for tid, st in runs.task_states(run).items():
+        prompt = prompt.replace(f"`{st.branch}`", f"`<branch of {tid}>`").replace(f"..{st.branch}`", f"..<branch of {tid}>`")
     assert prompt.replace(str(run.project), "<project>") == snapshot
 
 
@@ -593,6 +594,8 @@ def test_stop_text_is_what_claude_reads(tmp_path, capsys, snapshot):
     run = merge_run.build(tmp_path, tasks=CONFLICT)
     code, out, err = main(run, capsys, "--no-fetch")
     assert (code, err) == (merge.EXIT_STOPPED, "")
+    for tid, st in runs.task_states(run).items():  # branch names are the setup script's business
+        out = out.replace(f"({st.branch})", f"(<branch of {tid}>)")
     out = re.sub(r"\b[0-9a-f]{8}\b", "<sha>", out.replace(str(run.project), "<project>").replace(run.id, "<run>"))
     out = re.sub(r"in memory, \d+\.\d\d s", "in memory, <t> s", out)
     assert out == snapshot
