@@ -6,10 +6,9 @@ import json
 import re
 
 from .common import AGENT_TOOLS, Ctx, read_text, safe_id
+from .resolver import RESOLVER_REF, expand_resolver
 
 PROMPT_REF = re.compile(r"\.parallel/runs/([A-Za-z0-9._-]+)/tasks/([A-Za-z0-9._-]+)/prompt\.md")
-#: The merge train's resolver: ``parallel-setup merge`` writes merge/resolve-<task>.md.
-RESOLVER_REF = re.compile(r"\.parallel/runs/([A-Za-z0-9._-]+)/merge/(resolve-[A-Za-z0-9._-]+)\.md")
 #: A short reference is about 130 bytes; anything much longer is a prompt written out in full.
 MAX_REF = 1000
 
@@ -21,14 +20,11 @@ def pre_tool_use(ctx: Ctx):
     prompt = tool_input.get("prompt")
     if not isinstance(prompt, str) or ".parallel/runs/" not in prompt:
         return None
-    if len(prompt) > MAX_REF:
-        return None  # not a short reference (a full prompt passes through untouched)
-    resolver = RESOLVER_REF.search(prompt)
-    if resolver and not PROMPT_REF.search(prompt):
-        return _expand_resolver(ctx, tool_input, resolver.group(1), resolver.group(2))
+    if RESOLVER_REF.search(prompt) and not PROMPT_REF.search(prompt) and len(prompt) <= MAX_REF:
+        return expand_resolver(ctx, tool_input, prompt)  # the merge train's resolver (hooks/resolver.py)
     match = PROMPT_REF.search(prompt)
-    if not match:
-        return None
+    if not match or len(prompt) > MAX_REF:
+        return None  # not a short reference (a full prompt passes through untouched)
     run, task = match.group(1), match.group(2)
     # Only a task of the run, only its own prompt.md: no symlink on the way, its real path
     # inside the run's folder (a link could put any readable file into an allowed prompt).
@@ -52,31 +48,4 @@ def pre_tool_use(ctx: Ctx):
     updated["prompt"] = full
     return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "allow",
                                    "permissionDecisionReason": f"parallel: task {task} of run {run}",
-                                   "updatedInput": updated}}
-
-
-def _expand_resolver(ctx: Ctx, tool_input: dict, run: str, name: str):
-    """The merge resolver's reference: expanded like a task's, recorded as ``merge_resolver``
-    (not ``spawn``: the task it resolves stays done)."""
-    if not ctx.run_exists(run):
-        return None
-    run_dir = ctx.run_dir(run)
-    path = os.path.join(run_dir, "merge", name + ".md")
-    # Only the file merge wrote: no symlink on the way, its real path inside the run's folder.
-    if any(os.path.islink(p) for p in (run_dir, os.path.dirname(path), path)) or \
-            os.path.realpath(path) != os.path.join(os.path.realpath(run_dir), "merge", name + ".md"):
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        with open(fd, encoding="utf-8") as f:
-            full = f.read()
-    except (OSError, UnicodeDecodeError):
-        return None
-    ctx.use_run(run)
-    ctx.record(run, "merge_resolver", None, tool_use_id=safe_id(ctx.get("tool_use_id")),
-               resolves=name[len("resolve-"):], prompt_bytes=len(full.encode("utf-8")))
-    updated = dict(tool_input)
-    updated["prompt"] = full
-    return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "allow",
-                                   "permissionDecisionReason": f"parallel: merge resolver of run {run}",
                                    "updatedInput": updated}}
