@@ -64,6 +64,15 @@ def scenarios(project: Path, elsewhere: Path) -> dict[str, tuple[str, dict]]:
     pre["tool_input"].update(prompt=short_ref(RUN_ID, "alpha"), subagent_type="parallel:parallel-task-executor")
     pre["tool_use_id"] = "toolu_bench"
     out["PreToolUse expand + spawn"] = ("PreToolUse", pre)
+    bash = fixture("foreground/PreToolUse-Bash-in-subagent.json")  # every Bash call of the session
+    bash.update(cwd=str(project), tool_input={"command": "npm test", "description": "tests"})
+    out["PreToolUse Bash, not a setup"] = ("PreToolUse", bash)
+    from parallel_setup import trusted
+    script = project / ".parallel" / "runs" / RUN_ID / "tasks" / "alpha" / "setup.sh"
+    script.write_text("echo setup\n", encoding="utf-8")
+    trusted.record_setup(script.parent)
+    out["PreToolUse Bash, setup approved"] = ("PreToolUse", dict(
+        bash, agent_id="agentbench1", tool_input={"command": f"bash {script}", "description": "setup"}))
     post = fixture("background/PostToolUse-Agent-async_launched.json")
     post.update(cwd=str(project), tool_use_id="toolu_bench")
     post["tool_response"]["agentId"] = "agentbench1"
@@ -125,7 +134,7 @@ def main() -> int:
         cfg.write_text("[init]\n\tdefaultBranch = main\n")
         os.environ.update(GIT_CONFIG_GLOBAL=str(cfg), GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="B",
                           GIT_AUTHOR_EMAIL="b@example.invalid", GIT_COMMITTER_NAME="B",
-                          GIT_COMMITTER_EMAIL="b@example.invalid")
+                          GIT_COMMITTER_EMAIL="b@example.invalid", XDG_STATE_HOME=str(tmp / "state"))
         project = make_repo(tmp)
         make_run(project, [{"id": "alpha", "title": "A"}, {"id": "beta", "title": "B"}],
                  created_at=time.time() - 5)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from . import __version__, environments, events, ports, task_state
+from . import __version__, environments, events, ports, task_state, trusted
 from .errors import FatalError
 from .gitutil import default_branch, ensure_excluded, git, git_common_dir, is_bare
 from .issue_mode import ModeDecision, decide_mode
@@ -595,6 +595,7 @@ def render_task(run: Run, task_id: str, jinja=None, states: Optional[Dict[str, "
         _write_atomic(tdir / "env-setup.sh", f"# setup command of task {task_id} (from the plan)\n"
                       + task.setup.rstrip("\n") + "\n", 0o755)
     _write_atomic(tdir / "setup.sh", render(jinja, "setup.sh.j2", **ctx), 0o755)
+    trusted.record_setup(tdir)  # the permission hook approves only these bytes
     _write_atomic(tdir / "prompt.md", render(jinja, "subagent-prompt.md.j2", **ctx))
     return tdir
 

@@ -109,6 +109,7 @@ class TaskStatus(_Record):
         ("tests_command", None),
         ("gh_calls", 0),
         ("retries", 0),
+        ("permission_denials", []),   # [{"tool", "command"}]: calls Claude Code refused the subagent
     )
     __slots__ = tuple(name for name, _ in _FIELDS)
 
@@ -137,6 +138,16 @@ class RunStatus(_Record):
     def to_dict(self) -> dict:
         """Plain data for ``--json`` (nested records become dicts); times rounded to milliseconds."""
         return _rounded(self)
+
+
+def denials_text(task: TaskStatus, limit: int = 3) -> str:
+    """``permission denied: Bash `git commit ...`; Write /abs/x`` for the tool calls Claude Code refused."""
+    shown = []
+    for d in task.permission_denials[:limit]:
+        what = " ".join(str(d.get("command") or "").split())
+        shown.append(f"{d.get('tool') or '?'}" + (f" `{what[:120]}{'...' if len(what) > 120 else ''}`" if what else ""))
+    more = len(task.permission_denials) - limit
+    return "permission denied: " + "; ".join(shown) + (f" (and {more} more)" if more > 0 else "")
 
 
 def _rounded(value):
@@ -311,6 +322,7 @@ def load_run(project, run_id: str, now: float | None = None) -> RunStatus:
 
 
 def _finish_task(task: TaskStatus, derived, elapsed: float, run_dir: str, project: str) -> None:
+    task.permission_denials = list(derived.permission_denials)
     if task.setup_start is not None and task.setup_end is not None:
         task.setup_seconds = max(0.0, task.setup_end - task.setup_start)
     if task.state in ENDED:

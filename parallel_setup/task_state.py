@@ -57,7 +57,8 @@ class TaskState:
     """One task's state and the facts recorded about it (issue, branch, worktree, agent)."""
 
     __slots__ = ("id", "state", "launched", "issue", "issue_url", "branch", "worktree", "reason",
-                 "failed_claims", "agent_id", "output_file", "last_seen", "ending", "setup_ok")
+                 "failed_claims", "agent_id", "output_file", "last_seen", "ending", "setup_ok",
+                 "permission_denials")
 
     def __init__(self, id, state="pending", launched=0, issue=None, issue_url=None, branch=None,
                  worktree=None, reason=None):
@@ -69,6 +70,8 @@ class TaskState:
         self.last_seen = None    # time of the task's latest event
         self.ending = None       # time of a task_ending lease not yet followed by task_end
         self.setup_ok = None     # the latest setup's outcome (None: none ended yet)
+        #: tool calls Claude Code refused this attempt's agent, [{"tool", "command"}] (``permission_denied``)
+        self.permission_denials = []
 
     def __eq__(self, other):
         if type(other) is not TaskState:
@@ -133,6 +136,8 @@ def derive(run_dir, task_ids, now=None, records=None) -> dict:
             _setup_end(st, e)
         elif kind == "task_ending":
             st.ending = t
+        elif kind == "permission_denied":
+            st.permission_denials.append({"tool": e.get("tool"), "command": e.get("command")})
         elif kind == "task_end":
             _task_end(st, e)
     now = time.time() if now is None else now
@@ -151,6 +156,7 @@ def derive(run_dir, task_ids, now=None, records=None) -> dict:
 
 def _restart(st: TaskState, t: float) -> None:
     st.state, st.reason, st.failed_claims, st.ending, st.setup_ok = "running", None, [], None, None
+    st.permission_denials = []  # a new attempt: the earlier one's refusals are in the log
     st.last_seen = t if st.last_seen is None else max(st.last_seen, t)
 
 

@@ -57,6 +57,18 @@ def _isolated_port_leases(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("PARALLEL_PORTS_DIR", str(tmp_path_factory.mktemp("port-leases")))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_state_home(tmp_path_factory):
+    """What the permission hook trusts (parallel_setup/trusted.py) goes to a temp folder, never the real home."""
+    saved = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state-home"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = saved
+
+
 @pytest.fixture
 def repo(tmp_path) -> Path:
     """A real repository with one commit on main and a bare local origin."""

@@ -147,7 +147,8 @@ def test_real_cli_expands_parallel_status_without_runs(plugin_copy, tmp_path):
 
 @pytest.mark.parametrize("argv", [[]] + [[c] for c in COMMANDS]
                          + [["plan", v] for v in ("validate", "show", "save", "list")]
-                         + [["pool", v] for v in ("on", "fill", "status", "off")],
+                         + [["pool", v] for v in ("on", "fill", "status", "off")]
+                         + [["permissions", v] for v in ("on", "off", "status")],
                          ids=lambda argv: "-".join(argv) or "top")
 def test_help_text(argv, capsys, snapshot, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .. import pool, runs, verify
+from . import permissions
 from ..errors import FatalError
 from ..paths import find_project_root
 from ..plans import load_plan_file
@@ -181,5 +182,5 @@ def spawn_instructions(run_: runs.Run, launch, waiting, states, *, foreground: b
     return render(jinja, "spawn-instructions.md.j2", run=ctx["run"], plan=ctx["plan"], project=ctx["project"],
                   launch=calls, waiting=[{"id": t, "title": run_.plan.task(t).title, "reason": r} for t, r in waiting],
                   finished=finished, running=running, failed=failed, foreground=foreground, resumed=resumed,
-                  base_note=base_note,
+                  base_note=base_note, permissions=permissions.summary_line(run_.project),
                   pool_free=len(pool.free_slots(run_.project)) if run_.data.get("worktree_pool") else None)

@@ -193,12 +193,16 @@ def render_text(st: status.RunStatus, width: int = 100) -> str:
         out.append("  sequential estimate  n/a (no measured setup yet)")
     out += [""] + render_timeline(st, width)
     out += merge_view.text_lines(st.project, st.id)
-    problems = [t for t in st.tasks if t.state in status.STUCK]
+    problems = [t for t in st.tasks if t.state in status.STUCK or t.permission_denials]
     if problems:
         out += ["", "Problems (what to run: README, \"Recovering a task\")"]
         for t in problems:
             why = ("; ".join(t.failed_claims) or t.reason or "not verified") if t.state == "unverified" \
                 else t.reason or "no reason recorded"
+            if t.state not in status.STUCK:
+                why = ""
+            if t.permission_denials:
+                why = status.denials_text(t) + (f"; {why}" if why else "")
             head = t.id if why.startswith("setup failed") else f"{t.id} {status.STATE_WORDS.get(t.state, t.state)}:"
             out.append(f"  {head} {why}"
                        + (f" (log {t.log})" if t.log and t.state in ("failed", "setup_failed") else ""))

@@ -18,8 +18,14 @@ HANDLERS = {
 }
 
 
+#: PreToolUse of every other tool (Bash, Read, Edit, Write...): parallel's permission decisions.
+PERMISSIONS = ("permissions", "pre_tool_use")
+
+
 def handle(event: str, payload: dict, project: str):
     target = HANDLERS.get(event)
+    if event == "PreToolUse" and payload.get("tool_name") not in ("Agent", "Task"):
+        target = PERMISSIONS
     if target is None:
         return None
     from .common import Ctx

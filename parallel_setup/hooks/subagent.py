@@ -64,5 +64,7 @@ def subagent_stop(ctx: Ctx):
                            "If you could not finish, report \"status\": \"failed\" with the reason. "
                            "Reply with the report only; do not redo any work.")}
     ctx.record(run, "agent_stop", task, agent_id=agent_id, report_ok=report is not None, report_error=problem)
+    from .permissions import record_denials
+    record_denials(ctx, run, task, agent_id, ctx.get("agent_transcript_path"), text)  # before the verdict
     ingest(ctx, run, task, agent_id, text, via="SubagentStop")
     return None

@@ -33,6 +33,8 @@ def describe(task: status.TaskStatus) -> str:
                           if task.steps.get(name, {}).get("seconds") is not None)
         facts.append(f"setup {_secs(task.setup_seconds)}" + (f" ({steps})" if steps else ""))
     line = head + (" - " + ", ".join(facts) if facts else "")
+    if task.permission_denials:
+        line += ". Claude Code " + status.denials_text(task) + " (see /parallel:permissions)"
     if task.state in ("failed", "setup_failed", "lost"):
         line += f". Reason: {task.reason or 'not given'}. Log: {task.log}"
     elif task.state == "unverified":

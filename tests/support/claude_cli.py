@@ -123,8 +123,11 @@ def run_claude(
     output_format: str = "text",
     args: Iterable[str] = (),
     check: bool = False,
+    permission_mode: str = "bypassPermissions",
 ) -> subprocess.CompletedProcess:
-    """``claude -p PROMPT --plugin-dir DIR --permission-mode bypassPermissions --output-format F``.
+    """``claude -p PROMPT [--plugin-dir DIR] --permission-mode MODE --output-format F``.
+
+    ``plugin_dir=None`` runs the plugins installed in ``home`` (see :func:`install_plugin`).
 
     Returns the CompletedProcess (text mode). With output_format="json" the parsed result is in
     ``proc.json`` (None if stdout is not JSON); with "stream-json" ``proc.events`` is the list of
@@ -134,7 +137,7 @@ def run_claude(
     cmd = [claude_bin(), "-p", prompt]
     if plugin_dir is not None:
         cmd += ["--plugin-dir", str(plugin_dir)]
-    cmd += ["--permission-mode", "bypassPermissions", "--output-format", output_format]
+    cmd += ["--permission-mode", permission_mode, "--output-format", output_format]
     if output_format == "stream-json":
         cmd.append("--verbose")
     cmd += list(args)
@@ -200,3 +203,21 @@ def plugin_validate(
         except ValueError:
             pass
     return proc
+
+
+def install_plugin(plugin_dir: os.PathLike | str, home: os.PathLike | str, *, timeout: float = 120) -> str:
+    """Install the plugin as a user does: ``claude plugin marketplace add DIR`` then ``claude plugin
+    install NAME@MARKETPLACE`` (from DIR's ``.claude-plugin/marketplace.json``), into ``home``.
+
+    Returns ``NAME@MARKETPLACE``. Raises AssertionError with the CLI's output when a step fails.
+    """
+    Path(home).mkdir(parents=True, exist_ok=True)
+    market = json.loads((Path(plugin_dir) / ".claude-plugin" / "marketplace.json").read_text(encoding="utf-8"))
+    ref = f"{market['plugins'][0]['name']}@{market['name']}"
+    env = claude_env(api_url="http://127.0.0.1:9", home=home)
+    for step in (["plugin", "marketplace", "add", str(plugin_dir)], ["plugin", "install", ref]):
+        proc = subprocess.run([claude_bin(), *step], env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, cwd=str(home))
+        if proc.returncode != 0:
+            raise AssertionError(f"claude {' '.join(step)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return ref
