@@ -565,3 +565,17 @@ def test_a_transcript_that_cannot_be_read_records_nothing(hooks, project, tmp_pa
     assert hooks.out("SubagentStop", stop) is None
     assert hooks.events("permission_denied") == []
     assert [e["state"] for e in hooks.events("task_end")] == ["unverified"]
+
+
+def test_the_derivation_keeps_each_attempts_refusals(project):
+    """A relaunch starts a new attempt: the earlier attempt's refusals stay in the log, not on it."""
+    from parallel_setup import events, task_state
+    run_dir = project / ".parallel" / "runs" / RUN_ID
+    events.append_event(run_dir, "launch", wave=["alpha"])
+    events.append_event(run_dir, "permission_denied", task="alpha", agent_id="a1", tool="Bash",
+                        command="cd /w && git commit -m x")
+    states = task_state.derive(str(run_dir), ["alpha", "beta"])
+    assert states["alpha"].permission_denials == [{"tool": "Bash", "command": "cd /w && git commit -m x"}]
+    assert states["beta"].permission_denials == []
+    events.append_event(run_dir, "launch", wave=["alpha"])
+    assert task_state.derive(str(run_dir), ["alpha"])["alpha"].permission_denials == []
