@@ -330,9 +330,9 @@ def test_on_by_default_after_a_run_sized_from_it_within_the_disk_budget(repo, ca
     code, out, _ = cmd(repo, capsys, "status")
     assert out.splitlines()[0].startswith("Worktree pool: on, 3 worktrees at main (origin/main is ")
     assert "environment: none (on by default: 3 worktrees (the most tasks of the recent runs) take about " in out
-    # execute hands them out.
+    # execute hands them out (--new-run: the past run of this plan never finished).
     write_plan(repo)
-    code, out, err = execute(repo, capsys)
+    code, out, err = execute(repo, capsys, "--new-run")
     assert code == 0, err
     run = runs.load_run(repo, run_id_in(out))
     assert run.data["worktree_pool"] == str(pool.pool_dir(repo))
@@ -351,7 +351,7 @@ def test_the_default_pool_stays_off_over_the_disk_budget_and_cleanup_removes_its
     assert out == f"Worktree pool: off ({decision.reason}). Removed 2 free worktree(s) it no longer uses.\n"
     assert pool.free_slots(repo) == [] and worktrees(repo) == [str(repo)]
     write_plan(repo)
-    code, out, err = execute(repo, capsys)
+    code, out, err = execute(repo, capsys, "--new-run")  # the past run of this plan never finished
     assert code == 0, err
     assert runs.load_run(repo, run_id_in(out)).data["worktree_pool"] is None
     # A budget set with pool auto, and pool off winning over the default.
