@@ -26,7 +26,7 @@ from . import __version__
 from .errors import FatalError
 
 PROG = "parallel-setup"
-COMMANDS = ["plan", "execute", "status", "merge", "pool", "cleanup", "permissions", "demo"]
+COMMANDS = ["plan", "execute", "status", "merge", "pool", "cleanup", "permissions", "templates", "demo"]
 
 DESCRIPTION = """\
 Plan a goal as independent tasks and run them as parallel Claude Code

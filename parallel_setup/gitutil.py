@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 from .paths import STATE_DIRNAME, WORKTREES_DIRNAME
+
+
+#: What .git/info/exclude gets: the per-machine state only (runs, local issues, the pool and
+#: anything else under .parallel/), never .parallel/templates/ or .parallel/plans/, which a
+#: team commits to share; and the task worktrees. Order matters: a ``!`` line re-includes.
+EXCLUDED = [f"/{STATE_DIRNAME}/*", f"!/{STATE_DIRNAME}/templates/", f"!/{STATE_DIRNAME}/plans/",
+            f"/{WORKTREES_DIRNAME}/"]
+#: The line earlier versions wrote, which hid the templates and plans too: migrated.
+OLD_EXCLUDED = f"/{STATE_DIRNAME}/"
+OLD_COMMENT = "# added by parallel-setup (run state and task worktrees)"
 
 
 def git(project: Path, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -60,25 +71,31 @@ def default_branch(project: Path, ask_remote: bool = True) -> tuple[str, str] | 
 
 
 def ensure_excluded(project: Path) -> bool:
-    """Add ``.parallel/`` and ``worktrees/`` to .git/info/exclude, once.
+    """Keep ``git status`` of the main checkout clean of per-machine state (``EXCLUDED``).
 
-    Keeps ``git status`` of the main checkout clean. Returns False outside git.
+    Adds what is missing to .git/info/exclude, once, and replaces the old ``/.parallel/``
+    line (which excluded the shareable templates and plans too). Returns False outside git.
     """
     common = git_common_dir(project)
     if common is None:
         return False
     exclude = common / "info" / "exclude"
-    wanted = [f"/{STATE_DIRNAME}/", f"/{WORKTREES_DIRNAME}/"]
     try:
         existing = exclude.read_text(encoding="utf-8").splitlines() if exclude.exists() else []
     except OSError:
         existing = []
-    missing = [w for w in wanted if w not in existing]
+    kept = [line for line in existing if line.strip() not in (OLD_EXCLUDED, OLD_COMMENT)]
+    missing = [w for w in EXCLUDED if w not in kept]
+    if not missing and kept == existing:
+        return True
     if missing:
-        exclude.parent.mkdir(parents=True, exist_ok=True)
-        with open(exclude, "a", encoding="utf-8") as f:
-            if existing and existing[-1] != "":
-                f.write("\n")
-            f.write("# added by parallel-setup (run state and task worktrees)\n")
-            f.write("".join(w + "\n" for w in missing))
+        if kept and kept[-1] != "":
+            kept.append("")
+        kept.append("# added by parallel-setup (per-machine run state and task worktrees; "
+                    ".parallel/templates/ and .parallel/plans/ can be committed)")
+        kept += missing
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    tmp = exclude.with_name(f"exclude.tmp.{os.getpid()}")
+    tmp.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    os.replace(tmp, exclude)
     return True

@@ -5,8 +5,11 @@
 * ``keep_trailing_newline``, no autoescape: the output is Markdown, bash and plain text.
 * Search path: the project's ``.parallel/templates/``, then the user-level folder
   (``$XDG_CONFIG_HOME/parallel-setup/templates``), then the built-in ``templates/``;
-  a same-named file earlier in the path wins. Template names are plain relative
-  names: absolute paths and ``..`` are refused.
+  a same-named file earlier in the path wins. ``builtin/NAME`` always means the
+  shipped template, whatever overrides exist, so an override can
+  ``{% extends "builtin/setup.sh.j2" %}`` and replace one block. Template names are
+  plain relative names: absolute paths and ``..`` are refused, and a name never
+  resolves to a file outside the template folders (symbolic links included).
 * Filters: ``sh`` (``shlex.quote``: every value put into bash), ``json`` (a JSON
   literal, non-ASCII kept), ``fence`` (a backtick fence longer than any run of
   backticks inside the text, so plan text cannot close a Markdown code block).
@@ -22,7 +25,7 @@ import json
 import re
 import shlex
 from pathlib import Path
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import jinja2
 
@@ -49,17 +52,35 @@ def search_path(project: Optional[Path] = None, extra: Sequence[Path] = ()) -> L
     return [*map(Path, extra), *user_templates_dirs(project), TEMPLATES_DIR]
 
 
+#: The prefix that always names the shipped template: ``builtin/setup.sh.j2``.
+BUILTIN_PREFIX = "builtin/"
+
+
+def check_name(template: str) -> None:
+    """Refuse a template name that is not a plain relative name inside the template folders."""
+    if not template or template.startswith(("/", "\\")) or "\\" in template or re.match(r"^[A-Za-z]:", template):
+        raise TemplateError(f"template name {template!r} must be a plain relative name")
+    if any(part == ".." for part in template.split("/")):
+        raise TemplateError(f"template name {template!r} reaches outside the template folders")
+
+
 class _RootedLoader(jinja2.FileSystemLoader):
-    """A FileSystemLoader that refuses names reaching outside its folders."""
+    """A FileSystemLoader that refuses names reaching outside its folders.
+
+    ``builtin/NAME`` is looked up in the built-in folder only (the last one).
+    """
 
     def get_source(self, environment: jinja2.Environment, template: str):
-        if not template or template.startswith(("/", "\\")) or "\\" in template or re.match(r"^[A-Za-z]:", template):
-            raise TemplateError(f"template name {template!r} must be a plain relative name")
-        if any(part == ".." for part in template.split("/")):
-            raise TemplateError(f"template name {template!r} reaches outside the template folders")
-        contents, filename, uptodate = super().get_source(environment, template)
+        check_name(template)
+        if template.startswith(BUILTIN_PREFIX):
+            name, folders = template[len(BUILTIN_PREFIX):], [str(TEMPLATES_DIR)]
+            check_name(name)
+            contents, filename, uptodate = jinja2.FileSystemLoader(folders).get_source(environment, name)
+        else:
+            folders = self.searchpath
+            contents, filename, uptodate = super().get_source(environment, template)
         resolved = Path(filename).resolve()
-        roots = [Path(p).resolve() for p in self.searchpath]
+        roots = [Path(p).resolve() for p in folders]
         if not any(resolved == r or r in resolved.parents for r in roots):
             raise TemplateError(f"template {template!r} resolves to {resolved}, outside the template folders")
         return contents, filename, uptodate
@@ -119,6 +140,9 @@ def render(env: jinja2.Environment, name: str, /, **context: Any) -> str:
         return template.render(**context)
     except TemplateError:
         raise
+    except RecursionError:
+        raise TemplateError(f"template {name} ({template.filename}) extends or includes itself; to build on "
+                            f"the shipped template, extend \"{BUILTIN_PREFIX}{name}\"") from None
     except jinja2.UndefinedError as e:
         where = _template_line(e, template.filename)
         raise TemplateError(f"template {name} ({template.filename}){where}: {e.message}; "
@@ -137,14 +161,25 @@ def _origin(env: jinja2.Environment, name: str) -> str:
     return name
 
 
-def _template_line(exc: BaseException, filename: Optional[str]) -> str:
-    """' line N' of the innermost template frame in the traceback, if any."""
+def error_location(exc: BaseException) -> Tuple[Optional[str], Optional[int]]:
+    """The file and line of the innermost template frame in ``exc``'s traceback.
+
+    Jinja rewrites a render error's traceback so that template frames carry the
+    template's file name and line: with ``extends``, this is the file (override or
+    built-in) whose line failed."""
     tb = exc.__traceback__
-    found = ""
+    found: Tuple[Optional[str], Optional[int]] = (None, None)
     while tb is not None:
         frame_file = tb.tb_frame.f_code.co_filename
-        if frame_file.endswith(".j2") or (filename and frame_file == filename):
-            name = Path(frame_file).name
-            found = f" line {tb.tb_lineno}" + (f" (in {name})" if filename and frame_file != filename else "")
+        if frame_file.endswith(".j2") or "__jinja_exception__" in tb.tb_frame.f_globals:
+            found = (frame_file, tb.tb_lineno)
         tb = tb.tb_next
     return found
+
+
+def _template_line(exc: BaseException, filename: Optional[str]) -> str:
+    """' line N' of the innermost template frame in the traceback, if any."""
+    frame_file, line = error_location(exc)
+    if frame_file is None:
+        return ""
+    return f" line {line}" + (f" (in {Path(frame_file).name})" if filename and frame_file != filename else "")

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import pool, runs, verify
+from .. import overrides, pool, runs, verify
 from . import permissions
 from ..errors import FatalError
 from ..paths import find_project_root
@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             shown = str(path)
         if not args.new_run:
             refuse_second_run(project, plan.name, shown)
+        _check_templates(project, plan, shown)  # before anything exists: no run folder, issue or label
         worktree_pool = None if args.no_pool else _pool_for_run(project)
         run_ = runs.create_run(project, plan, plan_path=shown, mode=args.mode,
                                max_concurrency=args.max_concurrency or runs.DEFAULT_MAX_CONCURRENCY,
@@ -128,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
             states = runs.task_states(run_)
     launch, waiting = runs.plan_launch(run_, states, max_concurrency=args.max_concurrency,
                                        only=args.task, retry_failed=args.retry_failed)
+    if resumed and launch:
+        _check_templates(project, run_.plan, run_.data.get("plan_path") or run_.plan.name)
     if resumed or any(run_.plan.task(t).depends_on for t in launch):
         for tid in launch:  # dependency issues and branches are known now
             runs.render_task(run_, tid, jinja=jinja, states=states)
@@ -150,6 +153,13 @@ def refuse_second_run(project: Path, plan_name: str, plan_path: str) -> None:
                      f"resume it with `execute --run {run_id}`, or add --new-run to start another run")
 
 
+def _check_templates(project: Path, plan, shown: str) -> None:
+    """`templates check` against this plan: a template that does not render stops the run here."""
+    report = overrides.check_before_run(project, plan, shown)
+    for finding in report.warnings:
+        print(finding.format(), file=sys.stderr)
+
+
 def _pool_for_run(project: Path):
     """The pool folder when the pool is on (``pool.decide``), after stopping a fill still running (setups need the CPU)."""
     try:
@@ -167,6 +177,13 @@ def spawn_instructions(run_: runs.Run, launch, waiting, states, *, foreground: b
                        base_note: str = "", jinja=None) -> str:
     """What the main agent reads: the Agent calls to send in one message, and what waits."""
     jinja = jinja or make_environment(run_.project)
+    return render(jinja, "spawn-instructions.md.j2", **spawn_context(
+        run_, launch, waiting, states, foreground=foreground, resumed=resumed, base_note=base_note))
+
+
+def spawn_context(run_: runs.Run, launch, waiting, states, *, foreground: bool, resumed: bool,
+                  base_note: str = "") -> dict:
+    """The variables of spawn-instructions.md.j2 (documented in the README)."""
     first = run_.tasks[0]
     ctx = runs.template_context(run_, first)
     launched = set(launch)
@@ -179,8 +196,8 @@ def spawn_instructions(run_: runs.Run, launch, waiting, states, *, foreground: b
         call = run_.short_reference(tid, foreground=foreground)
         calls.append({"id": tid, "title": run_.plan.task(tid).title, "call": call,
                       "call_json": runs.reference_json(call)})
-    return render(jinja, "spawn-instructions.md.j2", run=ctx["run"], plan=ctx["plan"], project=ctx["project"],
-                  launch=calls, waiting=[{"id": t, "title": run_.plan.task(t).title, "reason": r} for t, r in waiting],
-                  finished=finished, running=running, failed=failed, foreground=foreground, resumed=resumed,
-                  base_note=base_note, permissions=permissions.summary_line(run_.project),
-                  pool_free=len(pool.free_slots(run_.project)) if run_.data.get("worktree_pool") else None)
+    return dict(run=ctx["run"], plan=ctx["plan"], project=ctx["project"],
+                launch=calls, waiting=[{"id": t, "title": run_.plan.task(t).title, "reason": r} for t, r in waiting],
+                finished=finished, running=running, failed=failed, foreground=foreground, resumed=resumed,
+                base_note=base_note, permissions=permissions.summary_line(run_.project),
+                pool_free=len(pool.free_slots(run_.project)) if run_.data.get("worktree_pool") else None)

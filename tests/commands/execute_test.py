@@ -76,10 +76,11 @@ def test_local_run_prints_one_message_of_agent_calls(repo, capsys, snapshot, mon
     for tid in run.tasks:
         for name in ("prompt.md", "setup.sh", "issue-title.txt", "issue-body.md"):
             assert (run.task_dir(tid) / name).is_file()
-    # .parallel/ and worktrees/ are excluded: the main checkout stays clean, also after a setup.
-    assert git(repo, "status", "--porcelain").stdout == ""
+    # The run state and worktrees/ are excluded: the main checkout shows only the plan (which a
+    # team may commit, like .parallel/templates/), also after a setup.
+    assert git(repo, "status", "--porcelain", "-uall").stdout == "?? .parallel/plans/demo.yaml\n"
     assert runs.run_setup(run, "model")["status"] == "ok"
-    assert git(repo, "status", "--porcelain").stdout == ""
+    assert git(repo, "status", "--porcelain", "-uall").stdout == "?? .parallel/plans/demo.yaml\n"
 
 
 def test_short_reference_at_most_300_bytes():

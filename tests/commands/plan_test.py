@@ -235,9 +235,10 @@ def test_save_valid_plan_writes_it_and_excludes_state(repo, capsys):
     assert out.startswith("Saved .parallel/plans/demo-plan.yaml\n")
     assert out.rstrip().endswith("Next: /parallel:execute demo-plan")
     exclude = (repo / ".git" / "info" / "exclude").read_text()
-    assert "/.parallel/\n" in exclude and "/worktrees/\n" in exclude
+    assert "/.parallel/*\n!/.parallel/templates/\n!/.parallel/plans/\n/worktrees/\n" in exclude
     draft.unlink()
-    assert git(repo, "status", "--porcelain").stdout == ""
+    # Only the saved plan shows: a team can commit it; the run state stays excluded.
+    assert git(repo, "status", "--porcelain", "-uall").stdout == "?? .parallel/plans/demo-plan.yaml\n"
 
 
 def test_save_invalid_plan_saves_nothing_and_keeps_stdin_text(repo, capsys, monkeypatch):
