@@ -123,11 +123,21 @@ def info(project: Optional[Path], name: str) -> TemplateInfo:
     return next(t for t in sources(project) if t.name == name)
 
 
+def closest(word: str, candidates: Iterable[str]) -> Optional[str]:
+    """The candidate ``word`` most likely meant: a close spelling, else the one it begins."""
+    pool = sorted(set(candidates))
+    close = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    starting = [c for c in pool if word and c.startswith(word)]
+    return starting[0] if len(starting) == 1 else None
+
+
 def known(name: str) -> str:
     check_name(name)
     if name not in TEMPLATE_NAMES:
-        close = difflib.get_close_matches(name, TEMPLATE_NAMES, n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
+        close = closest(name, TEMPLATE_NAMES)
+        hint = f"; did you mean {close}?" if close else ""
         raise OverrideError(f"no template named {name!r}{hint} (templates: {', '.join(TEMPLATE_NAMES)})")
     return name
 
@@ -141,8 +151,7 @@ def stray_files(project: Optional[Path]) -> List[Tuple[Path, Optional[str]]]:
         for p in sorted(f.path.iterdir()):
             if p.name.startswith(".") or p.is_dir() or p.name in TEMPLATE_NAMES:
                 continue
-            close = difflib.get_close_matches(p.name, TEMPLATE_NAMES, n=1, cutoff=0.6)
-            stray.append((p, close[0] if close else None))
+            stray.append((p, closest(p.name, TEMPLATE_NAMES)))
     return stray
 
 
@@ -286,8 +295,8 @@ def eject(project: Optional[Path], name: str, *, user: bool = False, block: Opti
     else:
         names = list(blocks(builtin))
         if block not in names:
-            close = difflib.get_close_matches(block, names, n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
+            close = closest(block, names)
+            hint = f"; did you mean {close}?" if close else ""
             raise OverrideError(f"{name} has no block {block!r}{hint} (blocks: {', '.join(names) or 'none'})")
         body = (f"{{% extends \"{BUILTIN_PREFIX}{name}\" %}}\n"
                 f"{{# Everything not in a block below comes from the built-in, also after a plugin update. #}}\n"
@@ -299,7 +308,10 @@ def eject(project: Optional[Path], name: str, *, user: bool = False, block: Opti
 
 
 def _appended(text: Optional[str]) -> str:
-    """Text added after ``{{ super() }}``, as written (Jinja syntax in it is kept literal)."""
+    """Text added after ``{{ super() }}``, as written (Jinja syntax in it is kept literal).
+
+    A block's text ends with a newline, and the one after ``{{ super() }}`` makes the blank
+    line before the added text: a paragraph of its own in Markdown."""
     if not text:
         return ""
     text = text.rstrip("\n") + "\n"
@@ -307,7 +319,7 @@ def _appended(text: Optional[str]) -> str:
         if re.search(r"\{%-?\s*endraw", text):
             raise OverrideError("--append text contains {% endraw %}; edit the file instead")
         text = "{% raw %}" + text + "{% endraw %}\n"
-    return "\n" + text
+    return text
 
 
 # --------------------------------------------------------------------------
@@ -608,8 +620,8 @@ def _source_line(filename: Optional[str], line: Optional[int]) -> str:
 
 
 def _suggest(word: str, candidates: Iterable[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
-    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
+    close = closest(word, candidates)
+    return f"; did you mean '{prefix}{close}'?" if close else ""
 
 
 def _undefined_message(message: str, source: str, ctx: Dict[str, Any]) -> str:

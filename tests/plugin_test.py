@@ -149,6 +149,7 @@ def test_real_cli_expands_parallel_status_without_runs(plugin_copy, tmp_path):
                          + [["plan", v] for v in ("validate", "show", "save", "list")]
                          + [["pool", v] for v in ("on", "fill", "status", "off")]
                          + [["permissions", v] for v in ("on", "off", "status")],
+                         + [["templates", v] for v in ("list", "show", "eject", "diff", "check")],
                          ids=lambda argv: "-".join(argv) or "top")
 def test_help_text(argv, capsys, snapshot, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")

@@ -18,12 +18,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import overrides, pool, runs, verify
+from .. import pool, runs, verify
 from . import permissions
 from ..errors import FatalError
 from ..paths import find_project_root
 from ..plans import load_plan_file
 from ..render import make_environment, render
+from .. import overrides
 from .plan import resolve_plan_path
 
 HELP = "create a run from a plan and print the Agent calls that launch its tasks"
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         path = resolve_plan_path(project, args.plan)
         plan = load_plan_file(path, project=project)
+        _check_templates(project, plan, path)  # before anything exists: no run folder, issue or label
         for w in plan.warnings:
             print(w.format(str(path)), file=sys.stderr)
         try:
@@ -112,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
             shown = str(path)
         if not args.new_run:
             refuse_second_run(project, plan.name, shown)
-        _check_templates(project, plan, shown)  # before anything exists: no run folder, issue or label
         worktree_pool = None if args.no_pool else _pool_for_run(project)
         run_ = runs.create_run(project, plan, plan_path=shown, mode=args.mode,
                                max_concurrency=args.max_concurrency or runs.DEFAULT_MAX_CONCURRENCY,
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     launch, waiting = runs.plan_launch(run_, states, max_concurrency=args.max_concurrency,
                                        only=args.task, retry_failed=args.retry_failed)
     if resumed and launch:
-        _check_templates(project, run_.plan, run_.data.get("plan_path") or run_.plan.name)
+        _check_templates(project, run_.plan, None, resuming=True)
     if resumed or any(run_.plan.task(t).depends_on for t in launch):
         for tid in launch:  # dependency issues and branches are known now
             runs.render_task(run_, tid, jinja=jinja, states=states)
@@ -151,13 +152,6 @@ def refuse_second_run(project: Path, plan_name: str, plan_path: str) -> None:
     others = f" (and {len(active) - 1} other active run(s) of it)" if len(active) > 1 else ""
     raise FatalError(f"plan '{plan_name}' already has an active run {run_id} ({what} task(s)){others}: "
                      f"resume it with `execute --run {run_id}`, or add --new-run to start another run")
-
-
-def _check_templates(project: Path, plan, shown: str) -> None:
-    """`templates check` against this plan: a template that does not render stops the run here."""
-    report = overrides.check_before_run(project, plan, shown)
-    for finding in report.warnings:
-        print(finding.format(), file=sys.stderr)
 
 
 def _pool_for_run(project: Path):
@@ -201,3 +195,11 @@ def spawn_context(run_: runs.Run, launch, waiting, states, *, foreground: bool, 
                 finished=finished, running=running, failed=failed, foreground=foreground, resumed=resumed,
                 base_note=base_note, permissions=permissions.summary_line(run_.project),
                 pool_free=len(pool.free_slots(run_.project)) if run_.data.get("worktree_pool") else None)
+
+
+def _check_templates(project: Path, plan, plan_file, resuming: bool = False) -> None:
+    """`templates check` against this plan: a template that does not render stops the run here."""
+    shown = f"{plan.name} ({overrides.display(Path(plan_file).resolve(), project)})" if plan_file else plan.name
+    report = overrides.check_before_run(project, plan, shown, resuming=resuming)
+    for finding in report.warnings:
+        print(finding.format(), file=sys.stderr)
