@@ -516,7 +516,16 @@ def contexts(project: Path, plan: Plan) -> Iterable[Tuple[str, Dict[str, Any]]]:
     for variant in VARIANTS:
         run = preview_run(project, plan, variant)
         states = {t: runs.TaskState(t) for t in run.tasks}
+        shapes = set()
         for tid in run.tasks:
+            task = plan.task(tid)
+            # Tasks that differ only in their text take the same branches: one of each shape
+            # (execute runs this check on every run, so it stays fast for 50 tasks).
+            shape = (bool(task.files), bool(task.depends_on), bool(task.test), task.setup in ("auto", "none")
+                     and task.setup, bool(task.labels))
+            if shape in shapes:
+                continue
+            shapes.add(shape)
             ctx = runs.template_context(run, tid, states)
             for name in TEMPLATE_NAMES:
                 if name not in SPAWN_TEMPLATES:
@@ -528,9 +537,10 @@ def contexts(project: Path, plan: Plan) -> Iterable[Tuple[str, Dict[str, Any]]]:
 
 
 def check(project: Optional[Path], plan: Optional[Plan] = None, plan_shown: Optional[str] = None,
-          *, bash_syntax: bool = True) -> CheckReport:
+          *, bash_syntax: bool = True, static_builtins: bool = False) -> CheckReport:
     """Render every effective template against ``plan`` (default: ``plan_for_check``) and hostile
-    text, and check the overrides' source. Writes nothing."""
+    text, and check the overrides' source (with ``static_builtins``, the built-ins' too: the
+    test suite does, so a run does not pay for it). Writes nothing."""
     if plan is None:
         plan, plan_shown = plan_for_check(project)
     where = project if project is not None else Path.cwd()
@@ -553,7 +563,7 @@ def check(project: Optional[Path], plan: Optional[Plan] = None, plan_shown: Opti
                 continue
             if name not in static_done:
                 static_done.add(name)
-                _static(env, name, ctx, project, report)
+                _static(env, name, ctx, project, report, static_builtins)
             out = _render(env, name, ctx, project, report)
             if out is None:
                 broken.add(name)
@@ -639,6 +649,10 @@ def _undefined_message(message: str, source: str, ctx: Dict[str, Any]) -> str:
     return message
 
 
+def _is_builtin(filename: str) -> bool:
+    return Path(filename).resolve().parent == TEMPLATES_DIR.resolve()
+
+
 def _chain(env: jinja2.Environment, name: str) -> List[Tuple[str, str, str]]:
     """(name, filename, source) of a template and every template it extends or includes."""
     seen, todo, out = set(), [name], []
@@ -675,14 +689,14 @@ def _bound_names(ast: nodes.Template) -> Set[str]:
 
 
 def _static(env: jinja2.Environment, name: str, ctx: Dict[str, Any], project: Optional[Path],
-            report: CheckReport) -> None:
+            report: CheckReport, builtins: bool = False) -> None:
     """Names and attributes the source uses that the variables do not have, on any branch."""
-    chain = _chain(env, name)
+    chain = [c for c in _chain(env, name) if builtins or not _is_builtin(c[1])]
     parsed = [(n, f, env.parse(s)) for n, f, s in chain]
     bound = set(JINJA_NAMES) | set(env.globals) | set().union(*(_bound_names(a) for _, _, a in parsed))
     for _, filename, ast in parsed:
         shown = display(Path(filename), project)
-        builtin = Path(filename).resolve().parent == TEMPLATES_DIR.resolve()
+        builtin = _is_builtin(filename)
         for node in ast.find_all(nodes.Name):
             if node.ctx == "load" and node.name not in ctx and node.name not in bound:
                 report.add(Finding("error", shown, node.lineno, name,

@@ -356,6 +356,16 @@ def test_builtins_check_clean(repo, capsys):
     code, out, err = templates(repo, capsys, "check")
     assert (code, out) == (0, "templates ok: 6 templates (0 overridden) against plan add-user-accounts "
                               "(the shipped example) and hostile plan text\n")
+    # The static pass over the built-ins' own source (execute skips it: this test covers them).
+    report = overrides.check(repo, static_builtins=True)
+    assert report.findings == []
+    # ...and it is not vacuous: the same pass finds a misspelling in a copy of a built-in.
+    overrides.eject(repo, "completion-report.md.j2")
+    path = repo / ".parallel/templates/completion-report.md.j2"
+    path.write_text(path.read_text().replace('{{ "true" if run.has_origin', '{{ "true" if run.has_origni', 1))
+    assert {(f.file, f.message) for f in overrides.check(repo).errors} == {
+        (".parallel/templates/completion-report.md.j2",
+         "'run.has_origni' is undefined; did you mean 'run.has_origin'?")}
 
 
 HOSTILE = overrides.HOSTILE_TITLE
@@ -502,3 +512,16 @@ def test_the_old_exclude_line_is_migrated_once(repo):
         "# added by parallel-setup (per-machine run state and task worktrees; .parallel/templates/ and "
         ".parallel/plans/ can be committed)\n"
         "/.parallel/*\n!/.parallel/templates/\n!/.parallel/plans/\n")
+
+
+def test_real_cli_expands_parallel_templates(plugin_copy, tmp_path, repo):
+    """/parallel:templates through the real Claude Code CLI: its ! line lists the templates in
+    effect in the project (the override marked) for the model."""
+    from tests.plugin_test import expand_command
+    write_override(repo, "issue-title.txt.j2", "{{ plan.name }}: {{ task.title }}\n")
+    proc, sent = expand_command("/parallel:templates", repo, plugin_copy, tmp_path, "TEMPLATES-SCRIPTED-REPLY")
+    assert "Shell command failed" not in proc.stdout + proc.stderr + sent
+    assert "<command-name>/parallel:templates</command-name>" in sent
+    assert "issue-title.txt.j2  [override]\n  renders:   each task's issue title\n" in sent
+    assert "  in effect: repository: .parallel/templates/issue-title.txt.j2\n" in sent
+    assert "!`" not in sent
