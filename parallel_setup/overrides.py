@@ -346,60 +346,111 @@ def _udiff(a: str, b: str, a_name: str, b_name: str) -> str:
     return "".join(l if l.endswith("\n") else l + "\n" for l in lines)
 
 
+@dataclass
+class Staleness:
+    """How an override stands against today's built-in (one derivation for list, diff and check)."""
+    stamp: Optional[Stamp]
+    then: Optional[str]  # the built-in it was ejected from, when known
+    today: str
+    extending: bool
+    changed_blocks: List[str]  # with ``extending``: the blocks it overrides that changed since
+
+    @property
+    def builtin_changed(self) -> bool:
+        return self.stamp is not None and self.stamp.hash != text_hash(self.today)
+
+    @property
+    def stale(self) -> bool:
+        """The built-in changed in a way the override does not get by itself: a whole copy
+        whose built-in changed, or an extending override whose blocks changed (or unknown)."""
+        if not self.builtin_changed:
+            return False
+        return not self.extending or self.then is None or bool(self.changed_blocks)
+
+
+def staleness(project: Optional[Path], t: TemplateInfo) -> Staleness:
+    text = t.effective.path.read_text(encoding="utf-8")
+    stamp = read_stamp(text)
+    today = builtin_text(t.name)
+    then = original(project, t.name, stamp.hash) if stamp else None
+    extending = extends_builtin(text)
+    changed: List[str] = []
+    if extending and then is not None and then != today:
+        old_blocks, new_blocks = blocks(then), blocks(today)
+        changed = [b for b in replaced_blocks(text) if old_blocks.get(b) != new_blocks.get(b)]
+    return Staleness(stamp, then, today, extending, changed)
+
+
 def _diff_one(project: Optional[Path], t: TemplateInfo) -> Tuple[str, bool]:
     name = t.name
     if not t.overridden:
         return f"{name}: no override, the built-in is in effect.\n", False
     shown = display(t.effective.path, project)
     text = t.effective.path.read_text(encoding="utf-8")
-    today = builtin_text(name)
-    today_hash = text_hash(today)
-    stamp = read_stamp(text)
+    s = staleness(project, t)
+    today, today_hash, stamp, then = s.today, text_hash(s.today), s.stamp, s.then
+    then_label = f"{BUILTIN_PREFIX}{name} (sha256:{stamp.hash}, when ejected)" if stamp else ""
+    today_label = f"{BUILTIN_PREFIX}{name} (sha256:{today_hash}, today)"
     lines = [f"{name}: {t.effective.kind} override {shown}"]
-    extending = extends_builtin(text)
     if stamp is None:
         lines.append("  no eject stamp: which built-in it came from is unknown; shown against today's built-in")
-        lines.append(_udiff(today, text, f"{BUILTIN_PREFIX}{name} (today, sha256:{today_hash})", shown))
+        lines.append(_udiff(today, text, today_label, shown))
         return "\n".join(lines) + "\n", False
     lines.append(f"  ejected from parallel-setup {stamp.version}, built-in sha256:{stamp.hash}; "
-                 f"today's built-in: sha256:{today_hash}"
-                 + (" (unchanged)" if stamp.hash == today_hash else ""))
-    then = original(project, name, stamp.hash)
-    stale = stamp.hash != today_hash
-    if stale:
-        if then is None:
-            lines.append(f"  WARNING: the built-in {name} changed since this override was ejected, and the "
-                         f"version it came from is not kept ({ORIGINALS_DIRNAME}/{stamp.hash}/{name} is missing): "
-                         f"compare the override with today's built-in below")
-        else:
-            lines.append(f"  WARNING: the built-in {name} changed since this override was ejected "
-                         f"(parallel-setup {stamp.version} -> {__version__}); this override does not have these changes"
-                         + (" in the blocks it replaces" if extending else "") + ":")
-            if extending:
-                old_blocks, new_blocks = blocks(then), blocks(today)
-                for block, keeps_super in replaced_blocks(text).items():
-                    if old_blocks.get(block) != new_blocks.get(block):
-                        how = ("appends to it ({{ super() }}), so it gets the change"
-                               if keeps_super else "replaces it, so it does NOT get the change")
-                        lines.append(f"    block {block} changed; the override {how}")
-                    else:
-                        lines.append(f"    block {block}: unchanged")
-            lines.append(_udiff(then, today, f"{BUILTIN_PREFIX}{name} (sha256:{stamp.hash}, when ejected)",
-                                f"{BUILTIN_PREFIX}{name} (sha256:{today_hash}, today)"))
-    if extending:
+                 f"today's built-in: sha256:{today_hash}" + ("" if s.builtin_changed else " (unchanged)"))
+    overridden = replaced_blocks(text)
+    if s.extending:
         lines.append("  extends the built-in; blocks it overrides: "
-                     + (", ".join(f"{b} ({'appends' if s else 'replaces'})" for b, s in replaced_blocks(text).items())
-                        or "none"))
+                     + (", ".join(f"{b} ({'appends' if k else 'replaces'})" for b, k in overridden.items()) or "none"))
+    if s.builtin_changed and then is None:
+        lines.append(f"  WARNING: the built-in {name} changed since this override was ejected, and the version it "
+                     f"came from is not kept ({ORIGINALS_DIRNAME}/{stamp.hash}/{name} is missing): compare the "
+                     f"override with today's built-in below")
+    elif s.builtin_changed:
+        change = f"(parallel-setup {stamp.version} -> {__version__})"
+        if not s.extending:
+            lines.append(f"  WARNING: the built-in {name} changed since this override was ejected {change}; "
+                         f"this copy does not have these changes:")
+        elif s.changed_blocks:
+            lines.append(f"  WARNING: the built-in {name} changed since this override was ejected {change}, "
+                         f"in blocks it overrides:")
+            for b in s.changed_blocks:
+                lines.append(f"    block {b}: " + ("it appends to it ({{ super() }}), so it gets the change; check "
+                                                   "that its addition still fits" if overridden[b] else
+                                                   "it replaces it, so it does NOT get the change"))
+        else:
+            lines.append(f"  the built-in changed since the eject {change}, outside the blocks this override "
+                         f"has: it gets those changes as they are")
+        lines.append(_udiff(then, today, then_label, today_label))
     body = strip_stamp(text)
-    if not extending:
+    if not s.extending:
         if then is not None:
             lines.append("  your changes (the override against the built-in it came from):")
-            lines.append(_udiff(then, body, f"{BUILTIN_PREFIX}{name} (sha256:{stamp.hash}, when ejected)", shown)
-                         or "  (none: the override is the built-in as ejected)\n")
-        if stale or then is None:
+            lines.append(_udiff(then, body, then_label, shown) or "  (none: the override is the built-in as ejected)")
+        if s.builtin_changed or then is None:
             lines.append("  the override against today's built-in:")
-            lines.append(_udiff(today, body, f"{BUILTIN_PREFIX}{name} (sha256:{today_hash}, today)", shown))
-    return "\n".join(l.rstrip("\n") for l in lines) + "\n", stale
+            lines.append(_udiff(today, body, today_label, shown))
+    else:
+        mine, theirs = blocks(body), blocks(today)
+        for b in overridden:
+            lines.append(f"  block {b}: today's built-in against the override:")
+            lines.append(_udiff(theirs.get(b, ""), mine[b], today_label, shown))
+    if s.stale:
+        lines.append(f"  When the override has what it needs, `parallel-setup templates diff {name} --accept` "
+                     f"records today's built-in as the one it is based on.")
+    return "\n".join(l.rstrip("\n") for l in lines) + "\n", s.stale
+
+
+def accept(project: Optional[Path], name: str) -> Path:
+    """Record today's built-in as the one the override is based on (after bringing it up to date)."""
+    t = info(project, name)
+    if not t.overridden:
+        raise OverrideError(f"{name} has no override: nothing to accept")
+    text = t.effective.path.read_text(encoding="utf-8")
+    today = builtin_text(name)
+    keep_original(t.effective.path.parent, name, today)
+    _write_new(t.effective.path, stamp_line(name, text_hash(today)) + strip_stamp(text), overwrite=True)
+    return t.effective.path
 
 
 # --------------------------------------------------------------------------
@@ -575,14 +626,13 @@ def check(project: Optional[Path], plan: Optional[Plan] = None, plan_shown: Opti
 
 
 def _check_stamp(project: Optional[Path], t: TemplateInfo, report: CheckReport) -> None:
-    text = t.effective.path.read_text(encoding="utf-8")
-    stamp = read_stamp(text)
-    if stamp is None:
-        return
-    if stamp.hash != text_hash(builtin_text(t.name)):
+    s = staleness(project, t)
+    if s.stale and s.stamp is not None:
+        what = (f"block {', '.join(s.changed_blocks)} of the built-in changed" if s.changed_blocks
+                else "the built-in changed")
         report.add(Finding("warning", display(t.effective.path, project), 1, t.name,
-                           f"the built-in changed since this override was ejected from parallel-setup "
-                           f"{stamp.version} (sha256:{stamp.hash}); see `parallel-setup templates diff {t.name}`"))
+                           f"{what} since this override was ejected from parallel-setup {s.stamp.version} "
+                           f"(sha256:{s.stamp.hash}); see `parallel-setup templates diff {t.name}`"))
 
 
 def _file_shown(env: jinja2.Environment, filename: Optional[str], name: str, project: Optional[Path]) -> str:

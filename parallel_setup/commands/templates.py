@@ -81,6 +81,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                       "since the eject (after a plugin update) and what changed. Exit status 1 "
                                       "when an override is stale.")
     df.add_argument("name", nargs="?", metavar="NAME", help="one template (default: every override)")
+    df.add_argument("--accept", action="store_true",
+                    help="with NAME: record today's built-in as the one the override is based on (once it has "
+                         "what it needs), so diff and check stop warning")
     df.set_defaults(func=run_diff)
 
     ck = verbs.add_parser("check", help="render every template in effect against a plan and hostile text",
@@ -115,8 +118,7 @@ def format_list(project: Optional[Path]) -> str:
         if t.overridden and overrides.extends_builtin(text):
             changed = overrides.replaced_blocks(text)
             where += ", extends the built-in, overrides block " + (", ".join(changed) or "none")
-        stamp = overrides.read_stamp(text)
-        if stamp and stamp.hash != overrides.text_hash(overrides.builtin_text(t.name)):
+        if t.overridden and overrides.staleness(project, t).stale:
             where += " (STALE: the built-in changed since the eject; see `templates diff`)"
         out.append(f"  in effect: {where}")
         for s in t.shadowed:
@@ -168,7 +170,15 @@ def run_eject(args: argparse.Namespace) -> int:
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    text, stale = overrides.diff(_project(args), args.name)
+    project = _project(args)
+    if args.accept:
+        if not args.name:
+            raise overrides.OverrideError("--accept needs the template's NAME")
+        path = overrides.accept(project, args.name)
+        print(f"{overrides.display(path, project)} is now based on today's built-in {args.name} "
+              f"(parallel-setup {overrides.__version__}).")
+        return 0
+    text, stale = overrides.diff(project, args.name)
     print(text, end="")
     return 1 if stale else 0
 

@@ -270,7 +270,8 @@ def test_stale_whole_copy_after_an_upgrade_is_reported_by_diff_and_check(repo, c
     assert code == 1, err
     out = re.sub(r"sha256:[0-9a-f]{16}", "sha256:<hash>", out)
     assert out == snapshot
-    assert "WARNING: the built-in issue-body.md.j2 changed since this override was ejected (parallel-setup 0.1.0 -> 0.2.0)" in out
+    assert ("WARNING: the built-in issue-body.md.j2 changed since this override was ejected (parallel-setup "
+            "0.1.0 -> 0.2.0); this copy does not have these changes:") in out
     assert "+Task `{{ task.id }}` of run `{{ run.id }}`, created by the [parallel] plugin" in out
     assert "+Our team's footer.\n" in out
     code, out, err = templates(repo, capsys, "check")
@@ -281,19 +282,47 @@ def test_stale_whole_copy_after_an_upgrade_is_reported_by_diff_and_check(repo, c
                         r"see `parallel-setup templates diff issue-body\.md\.j2`", warning)
 
 
-def test_stale_block_override_names_the_block_that_misses_the_change(repo, capsys, builtins, monkeypatch):
+def test_stale_block_override_names_the_block_that_misses_the_change(repo, capsys, builtins, monkeypatch, snapshot):
     templates(repo, capsys, "eject", "subagent-prompt.md.j2", "--block", "commit")
     path = repo / ".parallel/templates/subagent-prompt.md.j2"
     path.write_text(path.read_text().replace("{{ super() }}\n", "## 5. Commit\n\nCommit with `git commit -s`.\n"))
     upgrade(builtins, monkeypatch, "subagent-prompt.md.j2", "Never force-push.", "Never force-push, never rebase.")
     code, out, _ = templates(repo, capsys, "diff")
     assert code == 1
-    assert "    block commit changed; the override replaces it, so it does NOT get the change\n" in out
-    assert "-   why in the report" not in out and "Never force-push, never rebase." in out
+    assert re.sub(r"sha256:[0-9a-f]{16}", "sha256:<hash>", out) == snapshot
+    assert "    block commit: it replaces it, so it does NOT get the change\n" in out
+    assert "+   why in the report" not in out and "never rebase." in out
+    code, out, _ = templates(repo, capsys, "check")
+    assert code == 0
+    assert ": warning: subagent-prompt.md.j2: block commit of the built-in changed since this override was ejected" in out
+    assert "(STALE: the built-in changed since the eject; see `templates diff`)" in templates(repo, capsys, "list")[1]
     # An override that appends keeps getting the built-in's text.
     path.write_text(path.read_text().replace("## 5. Commit\n\nCommit with", "{{ super() }}\nCommit with"))
-    assert "    block commit changed; the override appends to it ({{ super() }}), so it gets the change\n" in \
-        templates(repo, capsys, "diff")[1]
+    assert ("    block commit: it appends to it ({{ super() }}), so it gets the change; check that its addition "
+            "still fits\n") in templates(repo, capsys, "diff")[1]
+    # Once brought up to date, --accept records today's built-in: no more warnings.
+    code, out, err = templates(repo, capsys, "diff", "subagent-prompt.md.j2", "--accept")
+    assert (code, out) == (0, ".parallel/templates/subagent-prompt.md.j2 is now based on today's built-in "
+                              "subagent-prompt.md.j2 (parallel-setup 0.2.0).\n"), err
+    assert path.read_text().startswith("{# parallel-setup override of subagent-prompt.md.j2: ejected from "
+                                       "parallel-setup 0.2.0, built-in sha256:"
+                                       + overrides.text_hash((builtins / "subagent-prompt.md.j2").read_text()))
+    assert templates(repo, capsys, "diff")[0] == 0
+    assert templates(repo, capsys, "check")[1].startswith("templates ok:")
+
+
+def test_an_upgrade_outside_the_overridden_blocks_is_not_stale(repo, capsys, builtins, monkeypatch):
+    templates(repo, capsys, "eject", "subagent-prompt.md.j2", "--block", "commit", "--append", "Sign off.")
+    upgrade(builtins, monkeypatch, "subagent-prompt.md.j2", "never touch the main checkout.",
+            "never touch the main checkout, ever.")
+    code, out, _ = templates(repo, capsys, "diff")
+    assert code == 0
+    assert ("  the built-in changed since the eject (parallel-setup 0.1.0 -> 0.2.0), outside the blocks this "
+            "override has: it gets those changes as they are\n") in out
+    assert templates(repo, capsys, "check")[1].startswith("templates ok:")
+    run = pinned_run(repo)
+    prompt = run.prompt_path("user-model").read_text()
+    assert "never touch the main checkout, ever." in prompt and "\nSign off.\n" in prompt
 
 
 def test_diff_without_the_kept_original_still_compares_with_today(repo, capsys, builtins, monkeypatch):
