@@ -143,13 +143,17 @@ def known(name: str) -> str:
 
 
 def stray_files(project: Optional[Path]) -> List[Tuple[Path, Optional[str]]]:
-    """Files in the override folders that no template name matches (never used), with the closest name."""
+    """``.j2`` files in the override folders that no template name matches and no template
+    includes (so never used: a misspelt name, usually), each with the closest template name."""
+    env = make_environment(project)
+    used = {n for name in TEMPLATE_NAMES for n, _, _ in _chain(env, name)}
     stray = []
     for f in folders(project)[:-1]:
         if not f.path.is_dir():
             continue
         for p in sorted(f.path.iterdir()):
-            if p.name.startswith(".") or p.is_dir() or p.name in TEMPLATE_NAMES:
+            if (p.name.startswith(".") or not p.name.endswith(".j2") or p.is_dir() or p.name in used
+                    or p.name in TEMPLATE_NAMES):
                 continue
             stray.append((p, closest(p.name, TEMPLATE_NAMES)))
     return stray

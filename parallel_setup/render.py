@@ -75,7 +75,10 @@ class _RootedLoader(jinja2.FileSystemLoader):
         if template.startswith(BUILTIN_PREFIX):
             name, folders = template[len(BUILTIN_PREFIX):], [str(TEMPLATES_DIR)]
             check_name(name)
-            contents, filename, uptodate = jinja2.FileSystemLoader(folders).get_source(environment, name)
+            try:
+                contents, filename, uptodate = jinja2.FileSystemLoader(folders).get_source(environment, name)
+            except jinja2.TemplateNotFound:
+                raise jinja2.TemplateNotFound(template) from None
         else:
             folders = self.searchpath
             contents, filename, uptodate = super().get_source(environment, template)

@@ -381,6 +381,22 @@ def test_check_uses_the_latest_saved_plan_and_reports_bash_errors(repo, capsys):
     assert out.rstrip().endswith("against plan mine (.parallel/plans/mine.yaml) and hostile plan text")
 
 
+def test_check_reports_syntax_errors_and_missing_parents(repo, capsys):
+    write_override(repo, "issue-title.txt.j2", "{{ task.title }}\n{{ task.id ) }}\n")
+    write_override(repo, "issue-body.md.j2", '{% extends "builtin/issue-bdy.md.j2" %}\n')
+    write_override(repo, "completion-report.md.j2", '{% include "team-rules.md.j2" %}\n')
+    write_override(repo, "team-rules.md.j2", "Sign every commit ({{ task.id }}).\n")  # included: not stray
+    write_override(repo, "README.md", "our templates\n")  # not a .j2 file: not stray
+    code, out, _ = templates(repo, capsys, "check")
+    assert code == 1
+    assert out.splitlines() == [
+        ".parallel/templates/issue-title.txt.j2:2: error: issue-title.txt.j2: syntax error: unexpected ')'",
+        ".parallel/templates/issue-body.md.j2: error: issue-body.md.j2: extends or includes "
+        "'builtin/issue-bdy.md.j2', which is not found",
+        "templates: 2 errors, 0 warnings; checked 6 templates (3 overridden) against plan add-user-accounts "
+        "(the shipped example) and hostile plan text"]
+
+
 def test_builtins_check_clean(repo, capsys):
     code, out, err = templates(repo, capsys, "check")
     assert (code, out) == (0, "templates ok: 6 templates (0 overridden) against plan add-user-accounts "
