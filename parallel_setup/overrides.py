@@ -28,14 +28,14 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 import jinja2
 from jinja2 import meta, nodes
 
-from . import __version__, runs
+from . import __version__, render, runs
 from .errors import FatalError
-from .paths import EXAMPLE_PLAN, TEMPLATES_DIR, user_templates_dirs
+from .paths import EXAMPLE_PLAN
 from .plans import Plan, load_plan_file, parse_plan
 from .render import BUILTIN_PREFIX, TEMPLATE_NAMES, TemplateError, check_name, error_location, make_environment
 
@@ -97,16 +97,18 @@ class TemplateInfo:
 
 
 def folders(project: Optional[Path]) -> List[Source]:
-    """The template folders, highest priority first, with what each is."""
-    overrides = user_templates_dirs(project)
-    kinds = (["repository"] if project is not None else []) + ["user"]
-    return [Source(k, p) for k, p in zip(kinds, overrides)] + [Source("built-in", TEMPLATES_DIR)]
+    """The loader's folders (``render.search_path``), highest priority first, with what each is."""
+    path = render.search_path(project)
+    kinds = (["repository"] if project is not None else []) + ["user"] + ["built-in"]
+    assert len(kinds) == len(path), path
+    return [Source(k, p) for k, p in zip(kinds, path)]
 
 
 def override_folder(project: Optional[Path], user: bool) -> Path:
     if not user and project is None:
         raise OverrideError("not in a repository: use --user to eject into the user-level folder")
-    return user_templates_dirs(None if user else project)[-1 if user else 0]
+    wanted = "user" if user else "repository"
+    return next(f.path for f in folders(project) if f.kind == wanted)
 
 
 def sources(project: Optional[Path]) -> List[TemplateInfo]:
@@ -163,7 +165,7 @@ def display(path: Path, project: Optional[Path]) -> str:
     """A path as people read it: relative to the repository, ~ for the home folder, builtin/NAME for shipped ones."""
     path = Path(path)
     try:
-        return BUILTIN_PREFIX + str(path.relative_to(TEMPLATES_DIR))
+        return BUILTIN_PREFIX + str(path.relative_to(render.TEMPLATES_DIR))
     except ValueError:
         pass
     if project is not None:
@@ -183,7 +185,7 @@ def display(path: Path, project: Optional[Path]) -> str:
 
 
 def builtin_text(name: str) -> str:
-    return (TEMPLATES_DIR / known(name)).read_text(encoding="utf-8")
+    return (render.TEMPLATES_DIR / known(name)).read_text(encoding="utf-8")
 
 
 def text_hash(text: str) -> str:
@@ -704,7 +706,7 @@ def _undefined_message(message: str, source: str, ctx: Dict[str, Any]) -> str:
 
 
 def _is_builtin(filename: str) -> bool:
-    return Path(filename).resolve().parent == TEMPLATES_DIR.resolve()
+    return Path(filename).resolve().parent == render.TEMPLATES_DIR.resolve()
 
 
 def _chain(env: jinja2.Environment, name: str) -> List[Tuple[str, str, str]]:

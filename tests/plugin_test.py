@@ -159,6 +159,15 @@ def test_help_text(argv, capsys, snapshot, monkeypatch):
     assert capsys.readouterr().out == snapshot
 
 
+def test_readme_shows_the_cli_help_as_it_is(capsys, monkeypatch):
+    """The README's "The CLI" block is exactly `parallel-setup --help` (100 columns)."""
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    start = README.index("usage: parallel-setup [-h]")
+    assert README[start:README.index("```", start)] == capsys.readouterr().out
+
+
 # -- meta: every command file, hook entry and template has its script, docs and a test
 
 COMMAND_FILES = sorted((ROOT / "commands").glob("*.md"))

@@ -21,6 +21,7 @@ from jinja2 import meta
 
 from .. import overrides
 from ..paths import find_project_root
+from .. import render
 from ..render import make_environment
 
 HELP = "list, show, eject, diff and check the prompt and setup templates (your overrides)"
@@ -151,7 +152,7 @@ def _uses(env: jinja2.Environment, name: str):
 def run_show(args: argparse.Namespace) -> int:
     project = _project(args)
     t = overrides.info(project, args.name)
-    path = overrides.TEMPLATES_DIR / t.name if args.builtin else t.effective.path
+    path = render.TEMPLATES_DIR / t.name if args.builtin else t.effective.path
     print(f"# {overrides.display(path, project)}", file=sys.stderr)
     sys.stdout.write(path.read_text(encoding="utf-8"))
     return 0

@@ -67,7 +67,6 @@ def builtins(tmp_path, monkeypatch) -> Path:
     copy = tmp_path / "plugin-templates"
     shutil.copytree(TEMPLATES_DIR, copy)
     monkeypatch.setattr(render, "TEMPLATES_DIR", copy)
-    monkeypatch.setattr(overrides, "TEMPLATES_DIR", copy)
     return copy
 
 
