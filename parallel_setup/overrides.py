@@ -95,6 +95,16 @@ class TemplateInfo:
     def overridden(self) -> bool:
         return self.effective.kind != "built-in"
 
+    def text(self) -> str:
+        """The effective source, read as the loader reads it (a symbolic link out of the
+        template folders is refused here too)."""
+        path = self.effective.path
+        root = path.parent.resolve()
+        resolved = path.resolve()
+        if root not in resolved.parents:
+            raise TemplateError(f"template {self.name!r} resolves to {resolved}, outside the template folders")
+        return path.read_text(encoding="utf-8")
+
 
 def folders(project: Optional[Path]) -> List[Source]:
     """The loader's folders (``render.search_path``), highest priority first, with what each is."""
@@ -375,7 +385,7 @@ class Staleness:
 
 
 def staleness(project: Optional[Path], t: TemplateInfo) -> Staleness:
-    text = t.effective.path.read_text(encoding="utf-8")
+    text = t.text()
     stamp = read_stamp(text)
     today = builtin_text(t.name)
     then = original(project, t.name, stamp.hash) if stamp else None
@@ -392,7 +402,7 @@ def _diff_one(project: Optional[Path], t: TemplateInfo) -> Tuple[str, bool]:
     if not t.overridden:
         return f"{name}: no override, the built-in is in effect.\n", False
     shown = display(t.effective.path, project)
-    text = t.effective.path.read_text(encoding="utf-8")
+    text = t.text()
     s = staleness(project, t)
     today, today_hash, stamp, then = s.today, text_hash(s.today), s.stamp, s.then
     then_label = f"{BUILTIN_PREFIX}{name} (sha256:{stamp.hash}, when ejected)" if stamp else ""
@@ -452,7 +462,7 @@ def accept(project: Optional[Path], name: str) -> Path:
     t = info(project, name)
     if not t.overridden:
         raise OverrideError(f"{name} has no override: nothing to accept")
-    text = t.effective.path.read_text(encoding="utf-8")
+    text = t.text()
     today = builtin_text(name)
     keep_original(t.effective.path.parent, name, today)
     _write_new(t.effective.path, stamp_line(name, text_hash(today)) + strip_stamp(text), overwrite=True)
@@ -610,10 +620,13 @@ def check(project: Optional[Path], plan: Optional[Plan] = None, plan_shown: Opti
                            "not a template name, so never used" + (f"; did you mean {close}?" if close else "")))
     for t in infos:
         if t.overridden:
-            _check_stamp(project, t, report)
+            try:
+                _check_stamp(project, t, report)
+            except TemplateError:
+                pass  # the render below reports it, with its file
     broken: Set[str] = set()
     static_done: Set[str] = set()
-    bash_checked: Set[str] = set()
+    bash_checked: Set[int] = set()
     for source_plan in (plan, hostile_plan()):
         for name, ctx in contexts(where, source_plan):
             if name in broken:
@@ -625,9 +638,9 @@ def check(project: Optional[Path], plan: Optional[Plan] = None, plan_shown: Opti
             if out is None:
                 broken.add(name)
             elif (name == "setup.sh.j2" and bash_syntax and info(project, name).overridden
-                    and source_plan.name not in bash_checked):
-                bash_checked.add(source_plan.name)
-                _bash_syntax(out, name, ctx, project, report, env)
+                    and id(source_plan) not in bash_checked):
+                bash_checked.add(id(source_plan))
+                _bash_syntax(out, name, ctx, project, report, hostile=source_plan is not plan)
     return report
 
 
@@ -641,10 +654,11 @@ def _check_stamp(project: Optional[Path], t: TemplateInfo, report: CheckReport) 
                            f"(sha256:{s.stamp.hash}); see `parallel-setup templates diff {t.name}`"))
 
 
-def _file_shown(env: jinja2.Environment, filename: Optional[str], name: str, project: Optional[Path]) -> str:
-    if not filename or filename.startswith("<"):
-        return display(env.get_template(name).filename or name, project)  # type: ignore[arg-type]
-    return display(Path(filename), project)
+def _file_shown(filename: Optional[str], name: str, project: Optional[Path]) -> str:
+    """The file a finding is in: the failing frame's, else the template's effective file."""
+    if filename and not filename.startswith("<"):
+        return display(Path(filename), project)
+    return display(info(project, name).effective.path, project) if name in TEMPLATE_NAMES else name
 
 
 def _render(env: jinja2.Environment, name: str, ctx: Dict[str, Any], project: Optional[Path],
@@ -655,23 +669,23 @@ def _render(env: jinja2.Environment, name: str, ctx: Dict[str, Any], project: Op
         report.add(Finding("error", display(Path(e.filename), project) if e.filename else name, e.lineno, name,
                            f"syntax error: {e.message}"))
     except jinja2.TemplateNotFound as e:
-        report.add(Finding("error", _file_shown(env, None, name, project), None, name,
+        report.add(Finding("error", _file_shown(None, name, project), None, name,
                            f"extends or includes {e.name!r}, which is not found"))
     except jinja2.UndefinedError as e:
         filename, line = error_location(e)
         source = _source_line(filename, line)
-        report.add(Finding("error", _file_shown(env, filename, name, project), line, name,
+        report.add(Finding("error", _file_shown(filename, name, project), line, name,
                            _undefined_message(str(e.message), source, ctx)))
     except RecursionError:
-        report.add(Finding("error", _file_shown(env, None, name, project), None, name,
+        report.add(Finding("error", _file_shown(None, name, project), None, name,
                            f"extends or includes itself; to build on the shipped one, extend "
                            f"\"{BUILTIN_PREFIX}{name}\""))
     except TemplateError as e:
         filename, line = error_location(e)
-        report.add(Finding("error", _file_shown(env, filename, name, project), line, name, str(e)))
+        report.add(Finding("error", _file_shown(filename, name, project), line, name, str(e)))
     except Exception as e:  # noqa: BLE001 - any render failure is the template's, reported
         filename, line = error_location(e)
-        report.add(Finding("error", _file_shown(env, filename, name, project), line, name,
+        report.add(Finding("error", _file_shown(filename, name, project), line, name,
                            f"{type(e).__name__}: {e}"))
     return None
 
@@ -808,16 +822,26 @@ def _unquoted_in_bash(ast: nodes.Template, shown: str, name: str, report: CheckR
 
 
 def _bash_syntax(script: str, name: str, ctx: Dict[str, Any], project: Optional[Path], report: CheckReport,
-                 env: jinja2.Environment) -> None:
+                 hostile: bool) -> None:
+    """``bash -n`` on a rendered setup script: an error names the line of the script and shows it."""
     bash = shutil.which("bash")
     if bash is None:
         return
     proc = subprocess.run([bash, "-n"], input=script, capture_output=True, text=True, timeout=30)
-    if proc.returncode != 0:
-        first = (proc.stderr.strip().splitlines() or ["bash -n failed"])[0]
-        first = re.sub(r"^bash: (line \d+:)", r"the rendered script's \1", first)
-        report.add(Finding("error", _file_shown(env, None, name, project), None, name,
-                           f"the rendered script is not valid bash (task {ctx['task_id']}): {first}"))
+    if proc.returncode == 0:
+        return
+    first = (proc.stderr.strip().splitlines() or ["bash -n failed"])[0]
+    m = re.match(r"^.*?: line (\d+): (.*)$", first)
+    if m:
+        number = int(m[1])
+        lines = script.splitlines()
+        shown = lines[number - 1].strip() if 0 < number <= len(lines) else ""
+        first = f"line {number}: {m[2]}" + (f": {shown}" if shown else "")
+    if hostile and any(f.template == name and "is not valid bash" in f.message for f in report.errors):
+        return  # already broken with the plan's own text
+    report.add(Finding("error", _file_shown(None, name, project), None, name,
+                       f"the rendered script{' (with hostile plan text)' if hostile else ''} is not valid bash, "
+                       f"{first}"))
 
 
 def check_before_run(project: Path, plan: Plan, plan_shown: str) -> CheckReport:

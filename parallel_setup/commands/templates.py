@@ -111,7 +111,7 @@ def format_list(project: Optional[Path]) -> str:
     env = make_environment(project)
     out = []
     for t in overrides.sources(project):
-        text = t.effective.path.read_text(encoding="utf-8")
+        text = t.text()
         mark = "  [override]" if t.overridden else ""
         out.append(f"{t.name}{mark}")
         out.append(f"  renders:   {overrides.RENDERS[t.name]}")
@@ -152,9 +152,12 @@ def _uses(env: jinja2.Environment, name: str):
 def run_show(args: argparse.Namespace) -> int:
     project = _project(args)
     t = overrides.info(project, args.name)
-    path = render.TEMPLATES_DIR / t.name if args.builtin else t.effective.path
+    if args.builtin:
+        path, text = render.TEMPLATES_DIR / t.name, overrides.builtin_text(t.name)
+    else:
+        path, text = t.effective.path, t.text()
     print(f"# {overrides.display(path, project)}", file=sys.stderr)
-    sys.stdout.write(path.read_text(encoding="utf-8"))
+    sys.stdout.write(text)
     return 0
 
 

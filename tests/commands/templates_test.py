@@ -237,6 +237,21 @@ def test_builtin_prefix_always_reaches_the_shipped_template(repo):
         render.render(render.make_environment(repo), "builtin/../../etc/passwd")
 
 
+def test_a_symlink_out_of_the_template_folders_is_refused_everywhere(repo, capsys, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET {{ task.title }}\n")
+    folder = repo / ".parallel" / "templates"
+    folder.mkdir(parents=True)
+    (folder / "issue-title.txt.j2").symlink_to(secret)
+    expected = f"template 'issue-title.txt.j2' resolves to {secret.resolve()}, outside the template folders"
+    for verb in (["show", "issue-title.txt.j2"], ["list"], ["diff"]):
+        code, out, err = templates(repo, capsys, *verb)
+        assert (code, err) == (1, f"parallel-setup: {expected}\n"), verb
+        assert "SECRET" not in out
+    code, out, _ = templates(repo, capsys, "check")
+    assert code == 1 and f".parallel/templates/issue-title.txt.j2: error: issue-title.txt.j2: {expected}" in out
+
+
 def test_an_override_extending_itself_is_a_clear_error(repo, capsys):
     path = write_override(repo, "issue-title.txt.j2", '{% extends "issue-title.txt.j2" %}')
     with pytest.raises(render.TemplateError) as e:
@@ -376,7 +391,9 @@ def test_check_uses_the_latest_saved_plan_and_reports_bash_errors(repo, capsys):
                                         'env_step() {\n  if true; then\n}\n{% endblock %}\n')
     code, out, _ = templates(repo, capsys, "check")
     assert code == 1
-    assert "error: setup.sh.j2: the rendered script is not valid bash (task a): " in out
+    assert re.fullmatch(r"\.parallel/templates/setup\.sh\.j2: error: setup\.sh\.j2: the rendered script is not valid "
+                        r"bash, line \d+: syntax error near unexpected token `}': }", out.splitlines()[0])
+    assert len(out.splitlines()) == 2  # once: not again with the hostile plan text
     assert out.rstrip().endswith("against plan mine (.parallel/plans/mine.yaml) and hostile plan text")
 
 
