@@ -586,3 +586,11 @@ def test_real_cli_expands_parallel_templates(plugin_copy, tmp_path, repo):
     assert "issue-title.txt.j2  [override]\n  renders:   each task's issue title\n" in sent
     assert "  in effect: repository: .parallel/templates/issue-title.txt.j2\n" in sent
     assert "!`" not in sent
+
+
+@pytest.mark.parametrize("name", ["subagent-prompt.md.j2", "setup.sh.j2"])
+def test_readme_documents_exactly_the_blocks_each_template_has(name):
+    at = README.index(f"`{name}` (")
+    table = README[at:README.index("\n\n", README.index("| block |", at))]
+    documented = re.findall(r"^\| `(\w+)` \|", table, re.M)
+    assert documented == list(overrides.blocks((TEMPLATES_DIR / name).read_text()))
