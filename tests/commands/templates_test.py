@@ -357,7 +357,7 @@ def test_check_names_template_line_and_variable(repo, capsys, snapshot):
     write_override(repo, "issue-title.txt.j2", "{# our titles #}\n{{ task.titel }}\n")
     write_override(repo, "subagent-prompt.md.j2",
                    '{% extends "builtin/subagent-prompt.md.j2" %}\n{% block commit %}\n{{ super() }}\n'
-                   '{% if run.mode == "github" %}See {{ repositroy }}.{% else %}Local: {{ run.issue_mode }}.{% endif %}\n'
+                   '{% if run.mode == "github" %}See {{ repositroy }}.{% else %}Local: {{ run.has_orign }}.{% endif %}\n'
                    '{% endblock %}\n')
     write_override(repo, "setup.sh.j2",
                    '{% extends "builtin/setup.sh.j2" %}\n{% block env_step %}\nenv_step() {\n'
@@ -366,14 +366,15 @@ def test_check_names_template_line_and_variable(repo, capsys, snapshot):
     code, out, err = templates(repo, capsys, "check")
     assert code == 1, err
     assert out == snapshot
+    assert f"\n```\n{out}```\n" in README  # the README's example is this output
     lines = out.splitlines()
     assert (".parallel/templates/issue-title.txt.j2:2: error: issue-title.txt.j2: 'task.titel' is undefined; "
             "did you mean 'task.title'?") in lines
     # Found in the branch the plan takes and in the one it does not.
     assert (".parallel/templates/subagent-prompt.md.j2:4: error: subagent-prompt.md.j2: 'repositroy' is undefined; "
             "did you mean 'repository'?") in lines
-    assert (".parallel/templates/subagent-prompt.md.j2:4: error: subagent-prompt.md.j2: 'run.issue_mode' is "
-            "undefined; did you mean 'run.issue_updates'?") in lines
+    assert (".parallel/templates/subagent-prompt.md.j2:4: error: subagent-prompt.md.j2: 'run.has_orign' is "
+            "undefined; did you mean 'run.has_origin'?") in lines
     assert (".parallel/templates/setup.sh.j2:4: warning: setup.sh.j2: {{ task.title }} goes into bash without the "
             "sh filter: plan text in it would run as code; write {{ task.title | sh }}") in lines
     assert not any("task.id" in l for l in lines)  # an id is safe unquoted
