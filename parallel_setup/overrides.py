@@ -844,12 +844,13 @@ def _bash_syntax(script: str, name: str, ctx: Dict[str, Any], project: Optional[
                        f"{first}"))
 
 
-def check_before_run(project: Path, plan: Plan, plan_shown: str) -> CheckReport:
-    """What execute runs first: a FatalError, before anything is created, when a template does not render."""
+def check_before_run(project: Path, plan: Plan, plan_shown: str, *, resuming: bool = False) -> CheckReport:
+    """What execute runs first: a FatalError, before anything is created (or, resuming, before
+    any task is launched), when a template does not render."""
     report = check(project, plan, plan_shown)
     if report.errors:
-        raise FatalError("the templates do not render, so no run was started and nothing was created "
-                         "(no run folder, issue or label):\n" + report.format().rstrip("\n")
-                         + "\nFix them (`parallel-setup templates check` shows this again), then run execute again.",
-                         prefixed=True)
+        what = ("so no task was launched and nothing was changed" if resuming else
+                "so no run was started and nothing was created (no run folder, issue or label)")
+        raise FatalError(f"the templates do not render, {what}:\n" + report.format().rstrip("\n")
+                         + "\nFix them (`parallel-setup templates check` shows this again), then run execute again.")
     return report

@@ -540,9 +540,13 @@ def test_execute_resume_refuses_too(repo, capsys):
     assert cli.main(["-C", str(repo), "execute", "--mode", "local"]) == 0
     run_id = re.search(r"\d{8}-\d{6}-[0-9a-f]{4}", capsys.readouterr().out).group(0)
     write_override(repo, "subagent-prompt.md.j2", BROKEN)
+    events_before = (repo / ".parallel" / "runs" / run_id / "events.jsonl").read_text()
     code = cli.main(["-C", str(repo), "execute", "--run", run_id, "--task", "t1"])
     _, err = capsys.readouterr()
-    assert code == 1 and "the templates do not render, so no run was started" in err
+    assert code == 1
+    assert err.startswith("parallel-setup: the templates do not render, so no task was launched and nothing was "
+                          "changed:\n.parallel/templates/subagent-prompt.md.j2:3: error: ")
+    assert (repo / ".parallel" / "runs" / run_id / "events.jsonl").read_text() == events_before  # no launch
 
 
 # --------------------------------------------------------------------------
