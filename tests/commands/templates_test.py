@@ -599,3 +599,37 @@ def test_readme_documents_exactly_the_blocks_each_template_has(name):
     table = README[at:README.index("\n\n", README.index("| block |", at))]
     documented = re.findall(r"^\| `(\w+)` \|", table, re.M)
     assert documented == list(overrides.blocks((TEMPLATES_DIR / name).read_text()))
+
+
+def test_real_cli_parallel_templates_ejects_and_checks_a_team_rule(plugin_copy, tmp_path, repo):
+    """Through the real Claude Code CLI: /parallel:templates with a change in words; the (scripted)
+    model runs the two commands the slash command names, with the Bash the command allows, and
+    the repository gets a checked override that the next prompt carries."""
+    from tests.support.claude_cli import run_claude
+    from tests.support.messages_api import MessagesAPIServer, first_user_text, text, tool_results, tool_use
+
+    rule = "Run make lint before every commit and fix what it reports."
+
+    def model(req):
+        results = tool_results(req)
+        script = re.search(r'"([^"\n]*/scripts/parallel-setup)" templates eject', first_user_text(req))
+        if not script:
+            return [text("TEMPLATES-CONFUSED")]
+        if not results:
+            return [tool_use("Bash", {"command": f'"{script.group(1)}" templates eject subagent-prompt.md.j2 '
+                                                 f"--block commit --append '{rule}'",
+                                      "description": "Eject the commit block with the rule"})]
+        if len(results) == 1:
+            return [tool_use("Bash", {"command": f'"{script.group(1)}" templates check',
+                                      "description": "Check the templates"})]
+        return [text("TEMPLATES-DONE: " + " | ".join(str(r["content"])[:400] for r in results))]
+
+    with MessagesAPIServer(model) as api:
+        proc = run_claude("/parallel:templates every subagent must run make lint before committing", cwd=repo,
+                          plugin_dir=plugin_copy, api_url=api.url, home=tmp_path / "home", timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        assert not api.errors, api.errors
+    assert "TEMPLATES-DONE: Ejected block commit of builtin/subagent-prompt.md.j2" in proc.stdout, proc.stdout
+    assert "templates ok: 6 templates (1 overridden)" in proc.stdout
+    run = pinned_run(repo)
+    assert f"\n{rule}\n" in run.prompt_path("user-model").read_text()
