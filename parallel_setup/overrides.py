@@ -628,7 +628,17 @@ def check(project: Optional[Path], plan: Optional[Plan] = None, plan_shown: Opti
     static_done: Set[str] = set()
     bash_checked: Set[int] = set()
     for source_plan in (plan, hostile_plan()):
-        for name, ctx in contexts(where, source_plan):
+        variables = contexts(where, source_plan)
+        while True:
+            try:
+                name, ctx = next(variables)
+            except StopIteration:
+                break
+            except Exception as e:  # noqa: BLE001 - the preview's gap, not the user's template
+                report.add(Finding("warning", "templates check", None, "(all)",
+                                   f"could not build the variables execute gives the templates ({type(e).__name__}: "
+                                   f"{e}), so they were not rendered here; execute renders them as before"))
+                break
             if name in broken:
                 continue
             if name not in static_done:
@@ -776,7 +786,7 @@ def _static(env: jinja2.Environment, name: str, ctx: Dict[str, Any], project: Op
             attr = node.attr if isinstance(node, nodes.Getattr) else (
                 node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None)
             if (attr is None or not isinstance(base, nodes.Name) or base.name in bound
-                    or not isinstance(ctx.get(base.name), dict) or attr in ctx[base.name]
+                    or not isinstance(ctx.get(base.name), dict) or not ctx[base.name] or attr in ctx[base.name]
                     or hasattr(dict, attr)):
                 continue
             report.add(Finding("error", shown, node.lineno, name,

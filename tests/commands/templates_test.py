@@ -414,6 +414,17 @@ def test_check_reports_syntax_errors_and_missing_parents(repo, capsys):
         "(the shipped example) and hostile plan text"]
 
 
+def test_a_gap_in_the_preview_variables_is_a_warning_not_a_crash(repo, monkeypatch):
+    def broken_context(run, task_id, states=None):
+        raise KeyError("ports")
+    monkeypatch.setattr(runs, "template_context", broken_context)
+    report = overrides.check(repo)
+    assert report.errors == []
+    assert [f.format() for f in report.warnings] == [
+        "templates check: warning: (all): could not build the variables execute gives the templates "
+        "(KeyError: 'ports'), so they were not rendered here; execute renders them as before"]
+
+
 def test_builtins_check_clean(repo, capsys):
     code, out, err = templates(repo, capsys, "check")
     assert (code, out) == (0, "templates ok: 6 templates (0 overridden) against plan add-user-accounts "
