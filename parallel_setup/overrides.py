@@ -751,6 +751,16 @@ def _chain(env: jinja2.Environment, name: str) -> List[Tuple[str, str, str]]:
     return out
 
 
+def variables_used(env: jinja2.Environment, name: str) -> List[str]:
+    """The variables a template (with what it extends and includes) reads from its context."""
+    used, bound = set(), set()
+    for _, _, source in _chain(env, name):
+        ast = env.parse(source)
+        used |= meta.find_undeclared_variables(ast)
+        bound |= _bound_names(ast)
+    return sorted(used - bound)
+
+
 def _bound_names(ast: nodes.Template) -> Set[str]:
     bound = set()
     for node in ast.find_all((nodes.Assign, nodes.AssignBlock, nodes.For, nodes.With)):

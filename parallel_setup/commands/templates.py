@@ -16,9 +16,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import jinja2
-from jinja2 import meta
-
 from .. import overrides
 from ..paths import find_project_root
 from .. import render
@@ -117,8 +114,9 @@ def format_list(project: Optional[Path]) -> str:
         out.append(f"  renders:   {overrides.RENDERS[t.name]}")
         where = "built-in" if not t.overridden else f"{t.effective.kind}: {overrides.display(t.effective.path, project)}"
         if t.overridden and overrides.extends_builtin(text):
-            changed = overrides.replaced_blocks(text)
-            where += ", extends the built-in, overrides block " + (", ".join(changed) or "none")
+            changed = list(overrides.replaced_blocks(text))
+            where += (", extends the built-in, overrides block" + ("s " if len(changed) > 1 else " ")
+                      + (", ".join(changed) or "none"))
         if t.overridden and overrides.staleness(project, t).stale:
             where += " (STALE: the built-in changed since the eject; see `templates diff`)"
         out.append(f"  in effect: {where}")
@@ -128,7 +126,7 @@ def format_list(project: Optional[Path]) -> str:
         names = list(overrides.blocks(overrides.builtin_text(t.name)))
         if names:
             out.append(f"  blocks:    {' '.join(names)}")
-        out.append(f"  variables: {' '.join(_uses(env, t.name)) or 'none'}")
+        out.append(f"  variables: {' '.join(overrides.variables_used(env, t.name)) or 'none'}")
     for path, close in overrides.stray_files(project):
         out.append(f"warning: {overrides.display(path, project)} is not a template name, so it is never used"
                    + (f"; did you mean {close}?" if close else ""))
@@ -137,16 +135,6 @@ def format_list(project: Optional[Path]) -> str:
                "~/.config/parallel-setup/templates/ (every repository), in that order, before the built-in. "
                "An override can {% extends \"builtin/NAME\" %} and replace one block.")
     return "\n".join(out) + "\n"
-
-
-def _uses(env: jinja2.Environment, name: str):
-    """The variables a template (with what it extends and includes) reads from its context."""
-    used, bound = set(), set()
-    for _, _, source in overrides._chain(env, name):
-        ast = env.parse(source)
-        used |= meta.find_undeclared_variables(ast)
-        bound |= overrides._bound_names(ast)
-    return sorted(used - bound)
 
 
 def run_show(args: argparse.Namespace) -> int:
