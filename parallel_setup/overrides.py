@@ -761,6 +761,19 @@ def variables_used(env: jinja2.Environment, name: str) -> List[str]:
     return sorted(used - bound)
 
 
+def block_variables(env: jinja2.Environment, source: str) -> Dict[str, List[str]]:
+    """For each block of a template, the variables (and ``name.attribute``) its text uses."""
+    ast = env.parse(source)
+    bound = _bound_names(ast) | JINJA_NAMES
+    found = {}
+    for block in ast.find_all(nodes.Block):
+        names = {n.name for n in block.find_all(nodes.Name) if n.ctx == "load" and n.name not in bound}
+        attrs = {f"{g.node.name}.{g.attr}" for g in block.find_all(nodes.Getattr)
+                 if isinstance(g.node, nodes.Name) and g.node.name in names}
+        found[block.name] = sorted(attrs | {n for n in names if not any(a.startswith(n + ".") for a in attrs)})
+    return found
+
+
 def _bound_names(ast: nodes.Template) -> Set[str]:
     bound = set()
     for node in ast.find_all((nodes.Assign, nodes.AssignBlock, nodes.For, nodes.With)):

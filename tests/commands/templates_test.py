@@ -644,3 +644,12 @@ def test_real_cli_parallel_templates_ejects_and_checks_a_team_rule(plugin_copy, 
     assert "templates ok: 6 templates (1 overridden)" in proc.stdout
     run = pinned_run(repo)
     assert f"\n{rule}\n" in run.prompt_path("user-model").read_text()
+
+
+def test_readme_names_the_variables_each_prompt_block_uses():
+    env = render.make_environment(None)
+    used = overrides.block_variables(env, (TEMPLATES_DIR / "subagent-prompt.md.j2").read_text())
+    for block, names in used.items():
+        row = re.search(r"^\| `" + block + r"` \| [^|]* \| ([^|]*) \|$", README, re.M)
+        assert row, block
+        assert re.findall(r"`([\w.-]+)`", row.group(1)) == (names or ["completion-report.md.j2"]), block
