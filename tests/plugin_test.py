@@ -148,7 +148,7 @@ def test_real_cli_expands_parallel_status_without_runs(plugin_copy, tmp_path):
 @pytest.mark.parametrize("argv", [[]] + [[c] for c in COMMANDS]
                          + [["plan", v] for v in ("validate", "show", "save", "list")]
                          + [["pool", v] for v in ("on", "fill", "status", "off")]
-                         + [["permissions", v] for v in ("on", "off", "status")],
+                         + [["permissions", v] for v in ("on", "off", "status")]
                          + [["templates", v] for v in ("list", "show", "eject", "diff", "check")],
                          ids=lambda argv: "-".join(argv) or "top")
 def test_help_text(argv, capsys, snapshot, monkeypatch):

@@ -18,13 +18,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import pool, runs, verify
+from .. import overrides, pool, runs, verify
 from . import permissions
 from ..errors import FatalError
 from ..paths import find_project_root
 from ..plans import load_plan_file
 from ..render import make_environment, render
-from .. import overrides
 from .plan import resolve_plan_path
 
 HELP = "create a run from a plan and print the Agent calls that launch its tasks"
