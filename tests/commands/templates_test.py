@@ -17,7 +17,7 @@ from parallel_setup import cli, overrides, render, runs
 from parallel_setup.fake_github import FakeGitHub
 from parallel_setup.gitutil import ensure_excluded
 from parallel_setup.paths import TEMPLATES_DIR
-from tests.render_test import pinned, pinned_run
+from tests.render_test import RUN_ID, pinned, pinned_run
 from tests.support.git import git
 from tests.support.github import requires_gh
 
@@ -155,7 +155,7 @@ def test_eject_stamps_the_copy_keeps_the_builtin_and_never_overwrites(repo, caps
 def test_stamped_copies_render_byte_identical(repo):
     before = pinned_run(repo).task_dir("login-endpoint")
     plain = {p.name: p.read_text() for p in before.iterdir() if p.is_file()}
-    shutil.rmtree(repo / ".parallel" / "runs")
+    _fresh(repo)
     for name in render.TEMPLATE_NAMES:
         overrides.eject(repo, name)
     again = pinned_run(repo).task_dir("login-endpoint")
@@ -174,9 +174,16 @@ def test_eject_user_goes_to_the_user_folder(repo, capsys, _pinned_home):
 # Overrides built with extends: exactly one part changes
 
 
-def _rendered(repo: Path):
+def _fresh(repo: Path) -> None:
+    """Remove the pinned run and its port leases, so the same run can be rendered again alike."""
+    from parallel_setup import ports
+    ports.release_run(repo, RUN_ID)
     if (repo / ".parallel" / "runs").exists():
         shutil.rmtree(repo / ".parallel" / "runs")
+
+
+def _rendered(repo: Path):
+    _fresh(repo)
     run = pinned_run(repo)
     return (pinned(run.prompt_path("login-endpoint").read_text(), repo),
             pinned(run.setup_script("login-endpoint").read_text(), repo))
@@ -225,7 +232,7 @@ def test_readme_example_pnpm_env_step_changes_only_the_env_step(repo, capsys, sn
     (bin_dir / "pnpm").write_text('#!/bin/sh\nprintf "%s|%s\\n" "$PWD" "$*" >>"$PNPM_CALLS"\n')
     (bin_dir / "pnpm").chmod(0o755)
     calls = tmp_path / "pnpm-calls"
-    shutil.rmtree(repo / ".parallel" / "runs")
+    _fresh(repo)
     run = pinned_run(repo, mode="local")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PNPM_CALLS": str(calls), "HOME": str(tmp_path / "home")}
     result = runs.run_setup(run, "user-model", env=env)
