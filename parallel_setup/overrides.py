@@ -47,9 +47,12 @@ RENDERS = {
     "issue-body.md.j2": "each task's issue body",
     "completion-report.md.j2": "the completion report instructions (included by the prompt)",
     "spawn-instructions.md.j2": "what execute prints for the main agent (the Agent calls)",
+    "merge-conflict.md.j2": "the resolver subagent's prompt when the merge train stops (merge)",
 }
 #: Templates rendered with the spawn variables instead of the task variables.
 SPAWN_TEMPLATES = ("spawn-instructions.md.j2",)
+#: Templates rendered with the merge train's stop variables (parallel-setup merge).
+MERGE_TEMPLATES = ("merge-conflict.md.j2",)
 #: Where the built-in text an override was ejected from is kept, inside its folder.
 ORIGINALS_DIRNAME = ".originals"
 HASH_CHARS = 16
@@ -580,6 +583,7 @@ def preview_run(project: Path, plan: Plan, variant: Dict[str, Any]) -> runs.Run:
 def contexts(project: Path, plan: Plan) -> Iterable[Tuple[str, Dict[str, Any]]]:
     """(template name, variables) for every render the check does with this plan."""
     from .commands.execute import spawn_context
+    from .commands.merge import resolver_context
     for variant in VARIANTS:
         run = preview_run(project, plan, variant)
         states = {t: runs.TaskState(t) for t in run.tasks}
@@ -595,12 +599,27 @@ def contexts(project: Path, plan: Plan) -> Iterable[Tuple[str, Dict[str, Any]]]:
             shapes.add(shape)
             ctx = runs.template_context(run, tid, states)
             for name in TEMPLATE_NAMES:
-                if name not in SPAWN_TEMPLATES:
+                if name not in SPAWN_TEMPLATES + MERGE_TEMPLATES:
                     yield name, ctx
         spawn = spawn_context(run, run.tasks, [(run.tasks[-1], "waits for its dependencies")], states,
                               foreground=not variant["background"], resumed=variant["issue_mode"] == "local")
         for name in SPAWN_TEMPLATES:
             yield name, spawn
+        for stop in preview_stops(run):
+            ctx = resolver_context(run, stop, worktree=f"{project}/worktrees/merge-{run.id}",
+                                   branch=f"parallel/{run.id}", strategy="merge", tests=["make test"], states=states)
+            for name in MERGE_TEMPLATES:
+                yield name, ctx
+
+
+def preview_stops(run: runs.Run) -> List[Any]:
+    """One merge-train stop of each kind the resolver template branches on, for the check."""
+    from .merge import Stop
+    first, last = run.tasks[0], run.tasks[-1]
+    return [Stop("conflict", last, files=["src/app.py"], collides_with=[first], merged_before=[first]),
+            Stop("tests", last, merged_before=[first], semantic=True, test_command="make test", test_exit=1,
+                 output_tail="FAILED test_app.py", tasks=[last], culprits=[first], culprits_note="red together"),
+            Stop("markers", last, files=["src/app.py"], merged_before=[first])]
 
 
 def check(project: Optional[Path], plan: Optional[Plan] = None, plan_shown: Optional[str] = None,

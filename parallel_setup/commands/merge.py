@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from .. import merge, runs
 from ..errors import FatalError
@@ -205,13 +205,9 @@ def _stop_lines(run_: runs.Run, result: merge.TrainResult, resolver: dict) -> Li
     return lines
 
 
-def write_resolver(run_: runs.Run, result: merge.TrainResult) -> dict:
-    """Render ``merge-conflict.md.j2`` for the stop; returns the short Agent call that points at it."""
-    s = result.stop
-    assert s is not None
-    name = f"resolve-{s.task or 'train'}.md"
-    path = merge.merge_dir(run_) / name
-    states = runs.task_states(run_)
+def resolver_context(run_: runs.Run, s: "merge.Stop", *, worktree: str, branch: str, strategy: str,
+                     tests: List[str], states: Dict[str, runs.TaskState]) -> Dict[str, Any]:
+    """The variables ``merge-conflict.md.j2`` gets for a stop (``templates check`` renders a preview)."""
 
     def task_info(tid: Optional[str]) -> Optional[dict]:
         if not tid or tid not in run_.tasks:
@@ -221,11 +217,21 @@ def write_resolver(run_: runs.Run, result: merge.TrainResult) -> dict:
         return {"id": tid, "title": t.title, "description": t.description, "branch": st.branch,
                 "issue": st.issue, "files": list(t.files)}
 
-    ctx = {"run_id": run_.id, "project": str(run_.project), "stop": s.__dict__, "task": task_info(s.task),
-           "collides_with": [task_info(t) for t in (s.collides_with or s.culprits)],
-           "merged_before": list(s.merged_before), "worktree": result.worktree, "branch": result.branch,
-           "base_branch": run_.plan.base_branch, "strategy": result.strategy, "tests": list(result.tests),
-           "continue_command": f"parallel-setup merge {run_.id}"}
+    return {"run_id": run_.id, "project": str(run_.project), "stop": s.__dict__, "task": task_info(s.task),
+            "collides_with": [task_info(t) for t in (s.collides_with or s.culprits)],
+            "merged_before": list(s.merged_before), "worktree": worktree, "branch": branch,
+            "base_branch": run_.plan.base_branch, "strategy": strategy, "tests": list(tests),
+            "continue_command": f"parallel-setup merge {run_.id}"}
+
+
+def write_resolver(run_: runs.Run, result: merge.TrainResult) -> dict:
+    """Render ``merge-conflict.md.j2`` for the stop; returns the short Agent call that points at it."""
+    s = result.stop
+    assert s is not None
+    name = f"resolve-{s.task or 'train'}.md"
+    path = merge.merge_dir(run_) / name
+    ctx = resolver_context(run_, s, worktree=result.worktree, branch=result.branch, strategy=result.strategy,
+                           tests=result.tests, states=runs.task_states(run_))
     text = render(make_environment(run_.project), "merge-conflict.md.j2", **ctx)
     runs._write_atomic(path, text)
     call = {"description": f"resolve merge {s.task or ''}".strip(), "subagent_type": RESOLVER_TYPE,

@@ -142,7 +142,7 @@ def test_eject_stamps_the_copy_keeps_the_builtin_and_never_overwrites(repo, caps
                     f"sha256:{digest}. `parallel-setup templates diff setup.sh.j2` shows what changed in the "
                     f"built-in since. #}}\n") + builtin
     assert (repo / ".parallel" / "templates" / ".originals" / digest / "setup.sh.j2").read_text() == builtin
-    assert templates(repo, capsys, "check")[1].startswith("templates ok: 6 templates (1 overridden)")
+    assert templates(repo, capsys, "check")[1].startswith("templates ok: 7 templates (1 overridden)")
     (repo / ".parallel" / "templates" / "setup.sh.j2").write_text(copy + "# mine\n")
     code, out, err = templates(repo, capsys, "eject", "setup.sh.j2")
     assert (code, out) == (1, "")
@@ -391,7 +391,7 @@ def test_check_names_template_line_and_variable(repo, capsys, snapshot):
     assert (".parallel/templates/setup.sh.j2:4: warning: setup.sh.j2: {{ task.title }} goes into bash without the "
             "sh filter: plan text in it would run as code; write {{ task.title | sh }}") in lines
     assert not any("task.id" in l for l in lines)  # an id is safe unquoted
-    assert lines[-1] == ("templates: 3 errors, 1 warning; checked 6 templates (3 overridden) against plan "
+    assert lines[-1] == ("templates: 3 errors, 1 warning; checked 7 templates (3 overridden) against plan "
                          "add-user-accounts (the shipped example) and hostile plan text")
 
 
@@ -423,7 +423,7 @@ def test_check_reports_syntax_errors_and_missing_parents(repo, capsys):
         ".parallel/templates/issue-title.txt.j2:2: error: issue-title.txt.j2: syntax error: unexpected ')'",
         ".parallel/templates/issue-body.md.j2: error: issue-body.md.j2: extends or includes "
         "'builtin/issue-bdy.md.j2', which is not found",
-        "templates: 2 errors, 0 warnings; checked 6 templates (3 overridden) against plan add-user-accounts "
+        "templates: 2 errors, 0 warnings; checked 7 templates (3 overridden) against plan add-user-accounts "
         "(the shipped example) and hostile plan text"]
 
 
@@ -440,7 +440,7 @@ def test_a_gap_in_the_preview_variables_is_a_warning_not_a_crash(repo, monkeypat
 
 def test_builtins_check_clean(repo, capsys):
     code, out, err = templates(repo, capsys, "check")
-    assert (code, out) == (0, "templates ok: 6 templates (0 overridden) against plan add-user-accounts "
+    assert (code, out) == (0, "templates ok: 7 templates (0 overridden) against plan add-user-accounts "
                               "(the shipped example) and hostile plan text\n")
     # The static pass over the built-ins' own source (execute skips it: this test covers them).
     report = overrides.check(repo, static_builtins=True)
@@ -518,7 +518,7 @@ def _assert_refused(repo: Path, code: int, out: str, err: str) -> None:
         "(no run folder, issue or label):\n"
         ".parallel/templates/subagent-prompt.md.j2:3: error: subagent-prompt.md.j2: 'task.titel' is undefined; "
         "did you mean 'task.title'?\n"
-        "templates: 1 error, 0 warnings; checked 6 templates (1 overridden) against plan demo "
+        "templates: 1 error, 0 warnings; checked 7 templates (1 overridden) against plan demo "
         "(.parallel/plans/demo.yaml) and hostile plan text\n"
         "Fix them (`parallel-setup templates check` shows this again), then run execute again.\n")
     assert not (repo / ".parallel" / "runs").exists()
@@ -654,7 +654,7 @@ def test_real_cli_parallel_templates_ejects_and_checks_a_team_rule(plugin_copy, 
         assert proc.returncode == 0, proc.stderr
         assert not api.errors, api.errors
     assert "TEMPLATES-DONE: Ejected block commit of builtin/subagent-prompt.md.j2" in proc.stdout, proc.stdout
-    assert "templates ok: 6 templates (1 overridden)" in proc.stdout
+    assert "templates ok: 7 templates (1 overridden)" in proc.stdout
     run = pinned_run(repo)
     assert f"\n{rule}\n" in run.prompt_path("user-model").read_text()
 
