@@ -375,3 +375,33 @@ def test_pr_create_again_names_the_open_one_and_merge_state_changes(fake_github,
     missing = run_gh(gh_env, "pr", "view", "7", "-R", REPO, "--json", "number,title")
     assert missing.returncode == 1
     assert "Could not resolve to a PullRequest with the number of 7." in missing.stderr
+
+def test_issues_updated_since_come_page_by_page_as_gh_paginates(fake_github, gh_env):
+    fake_github.add_issues("acme/widgets", 5, body="old")
+    create(gh_env, "Mine", "<!-- m -->")
+    fake_github.add_issues("acme/widgets", 250, body="later")
+    since = fake_github.issues("acme/widgets")[0]["createdAt"]
+    result = run_gh(dict(gh_env, GH_DEBUG="api"), "api", "--hostname", "github.localhost", "-X", "GET",
+                    "repos/acme/widgets/issues", "-f", "state=all", "-f", f"since={since}", "-f", "per_page=100",
+                    "--paginate", "--jq", '.[] | select(.body | contains("<!-- m -->")) | .number')
+
+    assert (result.returncode, result.stdout) == (0, "6\n")
+    pages = [r for r in fake_github.requests if r["kind"] == "GET /repos/acme/widgets/issues"]
+    assert len(pages) == 3  # 256 issues updated since then, 100 a page
+    assert "page=2&per_page=100&since=" in result.stderr  # gh followed the Link header
+    assert run_gh(gh_env, "api", "--hostname", "github.localhost", "-X", "GET", "repos/acme/widgets/issues",
+                  "-f", "state=all", "-f", "since=2999-01-01T00:00:00Z").stdout.strip() == "[]"
+
+
+def test_unresponsive_accepts_connections_and_never_answers(fake_github, gh_env):
+    fake_github.set_unresponsive(hold=2)
+    start = time.time()
+    result = run_gh(gh_env, "issue", "list", "-R", REPO, timeout=60)
+    held = time.time() - start
+
+    assert (result.returncode, result.stderr) == (1, f'Post "{GRAPHQL}": EOF\n')
+    assert held >= 2  # the connection was held for its bound, then closed
+    assert fake_github.counters()["connections_held"] >= 1
+    assert fake_github.requests == []  # nothing was read
+    fake_github.set_unresponsive(None)
+    assert create(gh_env, "Answered again").returncode == 0

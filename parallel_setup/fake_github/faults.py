@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import threading
 from typing import Any, Callable, Dict, List, Optional, Union
 
 
@@ -137,6 +138,17 @@ class FaultsMixin:
         """Forget every scripted failure."""
         with self._lock:
             self._faults.clear()
+
+    def set_unresponsive(self, hold: Optional[float] = 30.0) -> None:
+        """Accept every new connection and never answer it: nothing is read or sent for
+        ``hold`` seconds (at most 600), then the connection is closed. A GitHub that is
+        up but hung, at the connection level, so no request reaches the log (the admin
+        endpoints hang too: clear it from Python). ``None`` or 0 answers again, at once
+        (held connections are closed)."""
+        with self._lock:
+            self._answer_again.set()
+            self._answer_again = threading.Event()
+            self._unresponsive = min(float(hold or 0.0), MAX_HANG)
 
     def faults(self) -> List[Dict[str, Any]]:
         """The scripted failures still pending."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Optional, Tuple
+from urllib.parse import quote
 
 from .common import DOCS, _Repo, _gql_error, _now_iso, _page, _validation_failed
 
@@ -17,6 +18,13 @@ class IssuesMixin:
 
     def _issue_url(self, repo: _Repo, number: int) -> str:
         return f"https://{self.host}/{repo.owner}/{repo.name}/issues/{number}"
+
+    def add_issues(self, repo: str, count: int, title: str = "Other work", body: str = "") -> None:
+        """Create ``count`` issues directly (a busy repository), as if other people had."""
+        owner, _, name = repo.partition("/")
+        target = self._repo(owner, name, create=True)
+        for k in range(count):
+            self._create_issue(target, f"{title} {k + 1}", body)
 
     def _create_issue(self, repo: _Repo, title: str, body: str,
                       label_ids: Iterable[str] = (), label_names: Iterable[str] = ()) -> Dict[str, Any]:
@@ -239,10 +247,20 @@ class IssuesMixin:
         with self._lock:
             if method == "GET" and not rest:
                 state = (query.get("state") or ["open"])[0]
+                since = (query.get("since") or [""])[0]  # ISO 8601 UTC, compared as text
                 issues = [i for i in reversed(repo.issues)
-                          if state == "all" or i["state"].lower() == state]
-                per_page = int((query.get("per_page") or ["30"])[0])
-                return 200, [self._issue_rest(i) for i in issues[:per_page]], []
+                          if (state == "all" or i["state"].lower() == state) and i["updatedAt"] >= since]
+                per_page = min(100, int((query.get("per_page") or ["30"])[0]))
+                page = max(1, int((query.get("page") or ["1"])[0]))
+                found = issues[(page - 1) * per_page:page * per_page]
+                links = []
+                if page * per_page < len(issues):  # gh --paginate follows rel="next"
+                    args = {k: v[0] for k, v in query.items()}
+                    args["page"] = str(page + 1)
+                    url = f"http://{self.api_host}/repos/{repo.full_name}/issues?" + "&".join(
+                        f"{quote(k)}={quote(v)}" for k, v in sorted(args.items()))
+                    links = [("Link", f'<{url}>; rel="next"')]
+                return 200, [self._issue_rest(i) for i in found], links
             number = int(rest[0]) if rest and rest[0].isdigit() else 0
             issue = repo.issue(number)
             if issue is None:

@@ -92,6 +92,9 @@ class FakeGitHub(ReposMixin, IssuesMixin, LabelsMixin, PullsMixin, SearchMixin, 
         self._comment_seq = 0
         self._issues_created = 0
         self._faults_injected = 0
+        self._unresponsive = 0.0  # > 0: hold every new connection this long, unanswered
+        self._answer_again = threading.Event()
+        self._connections_held = 0
         self._rate_limit = int(rate_limit)
         reset = int(time.time()) + RATE_LIMIT_WINDOW
         self._pools = {
@@ -119,6 +122,7 @@ class FakeGitHub(ReposMixin, IssuesMixin, LabelsMixin, PullsMixin, SearchMixin, 
     def stop(self) -> None:
         """Stop serving, wake hanging requests and remove the temporary gh config dir."""
         self._stopping.set()
+        self._answer_again.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -235,6 +239,7 @@ class FakeGitHub(ReposMixin, IssuesMixin, LabelsMixin, PullsMixin, SearchMixin, 
                 "by_kind": by_kind,
                 "by_status": by_status,
                 "faults_injected": self._faults_injected,
+                "connections_held": self._connections_held,
                 "rate_limit_remaining": {k: p["remaining"] for k, p in self._pools.items()},
             }
 

@@ -53,6 +53,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def handle(self) -> None:
+        fake = self.fake
+        with fake._lock:
+            hold, answer_again = fake._unresponsive, fake._answer_again
+            if hold > 0:
+                fake._connections_held += 1
+        if hold > 0:  # accepted, never read, never answered; closed after the bound
+            answer_again.wait(hold)
+            self.close_connection = True
+            return
+        super().handle()
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Silence the default stderr access log; see :attr:`FakeGitHub.requests`."""
 
