@@ -2,34 +2,95 @@
 
 ``task_ownership(run, task_id)`` is the one place that reads those records, so cleanup
 (and anything else that removes or reuses what a run made) never decides from a name
-alone. The records it reads today:
+alone. The setup script (``templates/setup.sh.j2``) writes them in the task's folder:
 
-* ``setup.json`` (the setup script's final line): the issue, its URL, the branch and the
-  worktree path;
-* ``.git/worktrees/<name>/parallel-owner``: ``<run-id> <task-id>``, written by the setup
-  script right after it created (or claimed from the pool) the worktree, and by nobody else;
-* the branch's reflog: the setup script creates the branch with ``git worktree add -b`` or
-  ``git switch -c`` at the run's base commit, which git logs as ``branch: Created from ...``,
-  during the task's worktree step (its ``step_start``/``step_end`` events). A branch of the
-  same name that existed before the run, or that was deleted and made again since, has
-  another first entry (deleting a branch deletes its reflog);
-* ``setup.log``: ``git worktree add`` printed ``Preparing worktree (new branch 'B')`` (an
-  existing branch is ``checking out 'B'``), or the worktree came from the pool (whose claim
-  only ever creates a new branch);
+* ``issue.intent`` before it creates the issue, ``issue.record`` (``NUMBER URL``) once it
+  exists;
+* ``ownership``, one line per write, appended: ``intent branch NAME BASE`` and ``intent
+  worktree PATH`` before it makes them (only when nothing of that name exists), ``created
+  branch NAME`` and ``created worktree PATH`` once they exist;
+* ``.git/worktrees/<name>/parallel-owner`` (``<run-id> <task-id>``) in the worktree's own
+  git folder, once the worktree is complete;
 * ``report.json`` (the completion report): whether the task says it pushed.
 
-The git side of those checks is in ``provenance.py``. Standard library only.
+An intent without its ``created`` line is what a setup killed in the middle leaves: the
+thing is still the run's when it exists and nothing else can have made it (a worktree at
+the recorded path; a branch still at the base commit it was made from). The setup script
+decides the same way when it runs again.
+
+Standard library only.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-from . import events
-from .provenance import branch_created_by_run, worktree_owner
+#: The task folder's file of intent/created lines.
+OWNERSHIP_FILE = "ownership"
+
+
+def read_records(task_dir: Path) -> Dict[str, Dict[str, str]]:
+    """The ``ownership`` file: ``{"intent": {"branch": NAME, "worktree": PATH}, "created": {...}}``.
+
+    ``intent`` branch values keep the base after a space (``NAME BASE``); the last line of
+    each kind wins. A missing or unreadable file is no records.
+    """
+    records: Dict[str, Dict[str, str]] = {"intent": {}, "created": {}}
+    try:
+        text = (Path(task_dir) / OWNERSHIP_FILE).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return records
+    for line in text.splitlines():
+        state, _, rest = line.partition(" ")
+        kind, _, value = rest.partition(" ")
+        if state in records and kind in ("branch", "worktree") and value:
+            records[state][kind] = value
+    return records
+
+
+def read_issue_record(task_dir: Path) -> Tuple[Optional[int], Optional[str]]:
+    """``issue.record``: (number, url), or (None, None)."""
+    try:
+        number, _, url = (Path(task_dir) / "issue.record").read_text(encoding="utf-8").strip().partition(" ")
+    except OSError:
+        return None, None
+    return (int(number), url.strip() or None) if number.isdigit() else (None, None)
+
+
+def worktree_admin_dir(worktree: Path) -> Optional[Path]:
+    """The worktree's folder in the main repository (``.git/worktrees/<name>``), from its ``.git`` file."""
+    try:
+        line = (Path(worktree) / ".git").read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    if not line.startswith("gitdir: "):
+        return None
+    admin = Path(line[len("gitdir: "):].strip())
+    if not admin.is_absolute():
+        admin = Path(worktree) / admin
+    return admin if admin.is_dir() else None
+
+
+def worktree_owner(worktree: Path) -> Optional[str]:
+    """What the worktree's ``parallel-owner`` file says (``<run-id> <task-id>``), or None."""
+    admin = worktree_admin_dir(worktree)
+    try:
+        return (admin / "parallel-owner").read_text(encoding="utf-8").strip() or None if admin else None
+    except OSError:
+        return None
+
+
+def _branch_tip(project: Path, branch: str) -> Optional[str]:
+    try:
+        proc = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=project,
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
 def _read_json(path: Path) -> Optional[dict]:
@@ -40,53 +101,43 @@ def _read_json(path: Path) -> Optional[dict]:
     return data if isinstance(data, dict) else None
 
 
-def worktree_step_windows(run, task_id: str) -> List[Tuple[float, float]]:
-    """When the task's setup ran its worktree step (start, end), from the run's event log."""
-    windows, start = [], None
-    for e in events.iter_events(run.dir):
-        if e.get("task") != task_id or e.get("step") != "worktree" or not isinstance(e.get("t"), (int, float)):
-            continue
-        if e.get("event") == "step_start":
-            start = float(e["t"])
-        elif e.get("event") == "step_end" and start is not None:
-            windows.append((start, float(e["t"])))
-            start = None
-    if start is not None:  # a setup killed during the step
-        windows.append((start, float("inf")))
-    return windows
-
-
-def setup_made_branch(run, task_id: str, branch: str) -> bool:
-    """The task's setup log shows it made ``branch`` new (not checked out one that existed)."""
-    try:
-        log = (run.task_dir(task_id) / "setup.log").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    # git worktree add -b prints this; a pool claim only ever runs git switch -c for a new branch.
-    return f"Preparing worktree (new branch '{branch}')" in log or "\n--- pool: claimed slot-" in log
-
-
 def task_ownership(run, task_id: str) -> Dict[str, Any]:
     """What the run's records say task ``task_id`` of ``run`` (a ``runs.Run``) created.
 
     Returns ``issue`` (int or None), ``issue_url``, ``branch``, ``worktree`` (absolute path
     or None), ``branch_created`` and ``worktree_created`` (bools: this run's setup made
-    them, checked against git now) and ``pushed`` (what the completion report says: bool,
-    or None without a report).
+    them, a half-made one included) and ``pushed`` (what the completion report says: bool,
+    or None without a report). A branch or worktree the setup found already there and
+    refused is named (``branch``/``worktree``) with ``*_created`` False.
     """
     project = Path(run.project)
     task_dir = run.task_dir(task_id)
+    records = read_records(task_dir)
     setup = _read_json(task_dir / "setup.json") or {}
     report = _read_json(task_dir / "report.json") or {}
-    issue = setup.get("issue") if isinstance(setup.get("issue"), int) else None
-    branch = setup.get("branch") if isinstance(setup.get("branch"), str) and setup.get("branch") else None
-    worktree = setup.get("worktree") if isinstance(setup.get("worktree"), str) and setup.get("worktree") else None
+    issue, issue_url = read_issue_record(task_dir)
+    if issue is None and isinstance(setup.get("issue"), int):
+        issue, issue_url = setup["issue"], setup.get("issue_url") or None
+
+    intent_branch, _, intent_base = records["intent"].get("branch", "").partition(" ")
+    branch = records["created"].get("branch") or intent_branch or setup.get("branch") or None
+    if records["created"].get("branch") == branch:
+        branch_created = True
+    else:  # made by a setup killed before it could say so: still at the commit it was made from
+        branch_created = bool(branch and branch == intent_branch and intent_base
+                              and _branch_tip(project, branch) == intent_base)
+
+    worktree = records["created"].get("worktree") or records["intent"].get("worktree") or setup.get("worktree")
     if worktree and not os.path.isabs(worktree):
         worktree = str(project / worktree)
-    worktree_created = bool(worktree) and worktree_owner(Path(worktree), project) == f"{run.id} {task_id}"
-    branch_created = bool(branch) and setup_made_branch(run, task_id, branch) and branch_created_by_run(
-        project, branch, run.created_at, run.data.get("base_commit"), worktree_step_windows(run, task_id))
+    worktree = worktree or None
+    if worktree and records["created"].get("worktree") == worktree:
+        worktree_created = True
+    elif worktree and records["intent"].get("worktree") == worktree:
+        # Recorded before it was made, made only when nothing was there: ours if it exists.
+        worktree_created = os.path.lexists(worktree)
+    else:  # a run from before the ownership file: the worktree's own record
+        worktree_created = bool(worktree) and worktree_owner(Path(worktree)) == f"{run.id} {task_id}"
     pushed = report.get("pushed") if isinstance(report.get("pushed"), bool) else None
-    return {"issue": issue, "issue_url": setup.get("issue_url") or None, "branch": branch,
-            "worktree": worktree, "branch_created": branch_created,
-            "worktree_created": worktree_created, "pushed": pushed}
+    return {"issue": issue, "issue_url": issue_url, "branch": branch, "worktree": worktree,
+            "branch_created": branch_created, "worktree_created": worktree_created, "pushed": pushed}

@@ -40,6 +40,9 @@ DEFAULT_MAX_CONCURRENCY = 20  # Claude Code's own cap on concurrent subagents
 SUBAGENT_TYPE = "parallel:parallel-task-executor"
 BRANCH_PREFIX = "feature/task-"
 WORKTREE_PREFIX = "worktrees/task-"
+#: Local-mode issues have their own names: local issue 3 and GitHub issue 3 never share a branch.
+LOCAL_BRANCH_PREFIX = "feature/local-"
+LOCAL_WORKTREE_PREFIX = "worktrees/local-"
 ISSUE_UPDATES = ("comment", "none")
 LABEL_COLOR = "5319e7"
 LABEL_DESCRIPTION = "Created by parallel (Claude Code plugin)"
@@ -494,6 +497,15 @@ def active_runs(project: Path, plan_name: str, plan_path: Optional[str] = None) 
 # Rendering a task
 
 
+def name_prefixes(mode: str) -> Tuple[str, str]:
+    """(branch prefix, worktree prefix) for an issue mode: ``feature/task-N`` and
+    ``worktrees/task-N`` where N is a GitHub issue number, ``feature/local-N`` and
+    ``worktrees/local-N`` for local issue N (``.parallel/issues/N.md``)."""
+    if mode == "local":
+        return LOCAL_BRANCH_PREFIX, LOCAL_WORKTREE_PREFIX
+    return BRANCH_PREFIX, WORKTREE_PREFIX
+
+
 def marker_for(run_id: str, task_id: str) -> str:
     """The idempotency marker put in every issue body (found again by the setup script)."""
     return f"<!-- parallel-setup run={run_id} task={task_id} -->"
@@ -559,8 +571,8 @@ def template_context(run: Run, task_id: str, states: Optional[Dict[str, "TaskSta
         "env_auto": environments.auto_rows(),
         "env_key": environments.key_parts(run.project, data.get("base_commit") or "HEAD", task.setup),
         "ports": dict(lease.env(), env_file=str(tdir / ports.ENV_FILENAME)) if lease else None,
-        "branch_prefix": BRANCH_PREFIX,
-        "worktree_prefix": WORKTREE_PREFIX,
+        "branch_prefix": name_prefixes(run.mode)[0],
+        "worktree_prefix": name_prefixes(run.mode)[1],
         "run_dir": str(run.dir),
         "task_dir": str(tdir),
         "setup_script": str(tdir / "setup.sh"),

@@ -298,7 +298,7 @@ def test_unauthenticated_gh_fails_with_the_reason(repo, server, gh_env):
 def test_worktree_lock_contention_is_retried(repo):
     run = local_run(repo, make_plan(1))
     lock = Path(git(repo, "rev-parse", "--git-common-dir").stdout.strip())
-    lock = (repo / lock if not lock.is_absolute() else lock) / "refs" / "heads" / "feature" / "task-1.lock"
+    lock = (repo / lock if not lock.is_absolute() else lock) / "refs" / "heads" / "feature" / "local-1.lock"
     lock.parent.mkdir(parents=True)
     lock.write_text("")  # another git process holds the ref
     proc = subprocess.Popen(["bash", str(run.setup_script("t01"))], cwd=repo, stdout=subprocess.PIPE,
@@ -324,7 +324,7 @@ def test_existing_branch_is_reused_when_the_worktree_was_removed(repo):
 
 def test_someone_elses_worktree_is_not_taken_over(repo):
     run = local_run(repo, make_plan(1))
-    git(repo, "worktree", "add", "-b", "feature/task-1", "worktrees/task-1")
+    git(repo, "worktree", "add", "-b", "feature/local-1", "worktrees/local-1")
     result = runs.run_setup(run, "t01")
     assert result["_exit"] == 1 and result["step"] == "worktree"
     assert "was not made by this task" in result["reason"]
@@ -384,7 +384,7 @@ def test_local_mode_without_origin(tmp_path):
     run = local_run(project, make_plan(1))
     assert run.data["base_ref"] == "main"
     result = runs.run_setup(run, "t01")
-    assert result["status"] == "ok" and result["branch"] == "feature/task-1"
+    assert result["status"] == "ok" and result["branch"] == "feature/local-1"
 
 
 # --------------------------------------------------------------------------
