@@ -43,6 +43,9 @@ WORKTREE_PREFIX = "worktrees/task-"
 #: Local-mode issues have their own names: local issue 3 and GitHub issue 3 never share a branch.
 LOCAL_BRANCH_PREFIX = "feature/local-"
 LOCAL_WORKTREE_PREFIX = "worktrees/local-"
+#: Seconds within which setup.sh's waits (another copy, GitHub, git) end: well inside
+#: Claude Code's 2-minute default Bash timeout. PARALLEL_SETUP_DEADLINE overrides it.
+SETUP_DEADLINE = 90
 ISSUE_UPDATES = ("comment", "none")
 LABEL_COLOR = "5319e7"
 LABEL_DESCRIPTION = "Created by parallel (Claude Code plugin)"
@@ -573,6 +576,7 @@ def template_context(run: Run, task_id: str, states: Optional[Dict[str, "TaskSta
         "ports": dict(lease.env(), env_file=str(tdir / ports.ENV_FILENAME)) if lease else None,
         "branch_prefix": name_prefixes(run.mode)[0],
         "worktree_prefix": name_prefixes(run.mode)[1],
+        "setup_deadline": SETUP_DEADLINE,
         "run_dir": str(run.dir),
         "task_dir": str(tdir),
         "setup_script": str(tdir / "setup.sh"),
