@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .fake_github import FakeGitHub
+from .paths import name_prefixes
 
 #: The fake GitHub repository the demo's issues go to.
 GH_HOST = "github.localhost"
@@ -442,9 +443,10 @@ def create_issues_batch(repo: Path, service: IssueService, items: Sequence[Tuple
     return [int(data[f"i{k}"]["issue"]["number"]) for k in range(n)]
 
 
-def worktree_command(n: int, base_ref: str = BASE_REF) -> List[str]:
-    """What setup.sh runs, too: no upstream tracking (no shared config write)."""
-    return ["git", "worktree", "add", "-q", "--no-track", "-b", f"feature/task-{n}", f"worktrees/task-{n}", base_ref]
+def worktree_command(n: int, base_ref: str = BASE_REF, mode: str = "github") -> List[str]:
+    """What setup.sh runs, too: no upstream tracking (no shared config write), the mode's names."""
+    branch, worktree = name_prefixes(mode)
+    return ["git", "worktree", "add", "-q", "--no-track", "-b", f"{branch}{n}", f"{worktree}{n}", base_ref]
 
 
 def run_traditional(repo: Path, tasks: Sequence[Tuple[str, str, str]], service: IssueService,
@@ -485,7 +487,7 @@ def run_traditional(repo: Path, tasks: Sequence[Tuple[str, str, str]], service: 
     for i, (tid, _, _) in enumerate(tasks):
         progress(f"issues {total}/{total} · worktrees {i}/{total}")
         t = time.time()
-        proc = _run(worktree_command(numbers[tid]), repo, env)
+        proc = _run(worktree_command(numbers[tid], mode=service.mode), repo, env)
         ok = proc.returncode == 0
         if not ok:
             m.failures.append(f"{tid}: git worktree add: {proc.stderr.strip()[-200:]}")
@@ -494,7 +496,7 @@ def run_traditional(repo: Path, tasks: Sequence[Tuple[str, str, str]], service: 
         for i, (tid, _, _) in enumerate(tasks):
             progress(f"issues {total}/{total} · worktrees {total}/{total} · env {i}/{total}")
             t = time.time()
-            proc = _run(["bash", "-c", env_cmd], repo / "worktrees" / f"task-{numbers[tid]}", env)
+            proc = _run(["bash", "-c", env_cmd], repo / f"{name_prefixes(service.mode)[1]}{numbers[tid]}", env)
             ok = proc.returncode == 0
             if not ok:
                 m.failures.append(f"{tid}: env step: {proc.stderr.strip()[-200:]}")
@@ -955,8 +957,9 @@ def _demo_report(opts: DemoOptions, mode: str, reason: str, seq: Measurement, pa
         lines.append("")
         lines.append(f"Files kept in {root}:")
         lines.append(f"  {root / 'scratch.git'}  the bare origin")
-        lines.append(f"  {seq.extra['project']}  traditional: worktrees/task-N, .parallel/issues/ (local mode)")
-        lines.append(f"  {par.extra['project']}  parallel: worktrees/task-N, .parallel/runs/{par.extra.get('run_id')}/")
+        trees = name_prefixes(mode)[1] + "N"
+        lines.append(f"  {seq.extra['project']}  traditional: {trees}" + (", .parallel/issues/" if mode == "local" else ""))
+        lines.append(f"  {par.extra['project']}  parallel: {trees}, .parallel/runs/{par.extra.get('run_id')}/")
         lines.append(f"Remove them with: rm -rf {root}")
     else:
         lines.append(f"Cleaned up {root} (use --keep to keep the repositories, worktrees and run logs).")

@@ -25,6 +25,22 @@ def _data_dir(name: str) -> Path:
     return PLUGIN_ROOT / name
 
 
+#: A task's branch and worktree: ``feature/task-N`` on ``worktrees/task-N`` where N is its
+#: GitHub issue number (the pattern's convention); local issue N (``.parallel/issues/N.md``)
+#: has ``feature/local-N`` on ``worktrees/local-N``, so the two numberings never share a name.
+BRANCH_PREFIX = "feature/task-"
+WORKTREE_PREFIX = "worktrees/task-"
+LOCAL_BRANCH_PREFIX = "feature/local-"
+LOCAL_WORKTREE_PREFIX = "worktrees/local-"
+
+
+def name_prefixes(mode: str) -> "tuple[str, str]":
+    """(branch prefix, worktree prefix) of an issue mode (``github`` or ``local``)."""
+    if mode == "local":
+        return LOCAL_BRANCH_PREFIX, LOCAL_WORKTREE_PREFIX
+    return BRANCH_PREFIX, WORKTREE_PREFIX
+
+
 TEMPLATES_DIR = _data_dir("templates")
 SCHEMAS_DIR = _data_dir("schemas")
 PLAN_SCHEMA = SCHEMAS_DIR / "plan.schema.json"

@@ -31,18 +31,14 @@ from . import __version__, environments, events, ports, task_state, trusted
 from .errors import FatalError
 from .gitutil import default_branch, ensure_excluded, git, git_common_dir, is_bare
 from .issue_mode import ModeDecision, decide_mode
-from .paths import run_dir as _run_dir, runs_dir
+from .paths import (BRANCH_PREFIX, LOCAL_BRANCH_PREFIX, LOCAL_WORKTREE_PREFIX, WORKTREE_PREFIX,  # noqa: F401
+                    name_prefixes, run_dir as _run_dir, runs_dir)
 from .plans import GITHUB_BODY_MAX, GITHUB_TITLE_MAX, Plan, PlanInvalid, Task, load_plan_file, parse_plan
 from .render import make_environment, render
 
 FORMAT = 1
 DEFAULT_MAX_CONCURRENCY = 20  # Claude Code's own cap on concurrent subagents
 SUBAGENT_TYPE = "parallel:parallel-task-executor"
-BRANCH_PREFIX = "feature/task-"
-WORKTREE_PREFIX = "worktrees/task-"
-#: Local-mode issues have their own names: local issue 3 and GitHub issue 3 never share a branch.
-LOCAL_BRANCH_PREFIX = "feature/local-"
-LOCAL_WORKTREE_PREFIX = "worktrees/local-"
 #: Seconds within which setup.sh's waits (another copy, GitHub, git) end: well inside
 #: Claude Code's 2-minute default Bash timeout. PARALLEL_SETUP_DEADLINE overrides it.
 SETUP_DEADLINE = 90
@@ -498,15 +494,6 @@ def active_runs(project: Path, plan_name: str, plan_path: Optional[str] = None) 
 
 # --------------------------------------------------------------------------
 # Rendering a task
-
-
-def name_prefixes(mode: str) -> Tuple[str, str]:
-    """(branch prefix, worktree prefix) for an issue mode: ``feature/task-N`` and
-    ``worktrees/task-N`` where N is a GitHub issue number, ``feature/local-N`` and
-    ``worktrees/local-N`` for local issue N (``.parallel/issues/N.md``)."""
-    if mode == "local":
-        return LOCAL_BRANCH_PREFIX, LOCAL_WORKTREE_PREFIX
-    return BRANCH_PREFIX, WORKTREE_PREFIX
 
 
 def marker_for(run_id: str, task_id: str) -> str:

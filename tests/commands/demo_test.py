@@ -81,7 +81,7 @@ def test_demo_local_mode_keeps_its_files_when_asked(tmp_path, capsys):
     assert len(projects) == 2  # traditional and parallel
     for project in projects:
         trees = sorted(p.name for p in (project / "worktrees").iterdir())
-        assert trees == ["task-1", "task-2"]
+        assert trees == ["local-1", "local-2"]
         assert sorted(p.name for p in (project / ".parallel" / "issues").glob("*.md")) == ["1.md", "2.md"]
     runs = list(work.glob("parallel-*/.parallel/runs/*/events.jsonl"))
     assert len(runs) == 1

@@ -149,7 +149,7 @@ def test_dependency_info_reaches_the_next_wave_prompt(repo, capsys):
     assert runs.run_setup(run, "a")["issue"] == 1
     finish(repo, run.id, "a")
     execute(repo, capsys, "--run", run.id)
-    assert "- `a` (A): done, issue #1, branch `feature/task-1`" in run.prompt_path("b").read_text()
+    assert "- `a` (A): done, issue #1, branch `feature/local-1`" in run.prompt_path("b").read_text()
 
 
 def test_concurrency_limit(repo, capsys):
