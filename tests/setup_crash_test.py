@@ -45,12 +45,16 @@ class Setup:
             self.proc = subprocess.Popen(["bash", str(run.setup_script(task))], cwd=run.project, env=env,
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
 
-    def kill(self, group: bool = False) -> None:
+    def kill(self, group: bool = False, reap: bool = True) -> None:
         if group:
             os.killpg(self.proc.pid, signal.SIGKILL)
         else:
             self.proc.kill()
-        self.proc.wait(timeout=30)
+        if reap:
+            self.proc.wait(timeout=30)
+        else:  # killed, not yet reaped by its parent: a zombie holding its pid
+            wait_for(lambda: Path(f"/proc/{self.proc.pid}/stat").read_text().split(") ")[1][0] == "Z",
+                     "the zombie")
 
     def result(self, timeout: float = 120) -> dict:
         self.proc.wait(timeout=timeout)
@@ -86,15 +90,19 @@ def assert_one_complete_setup(run: runs.Run, result: dict, task: str = "t01") ->
 
 
 @requires_gh
-def test_killed_before_the_issue_call_then_run_again(repo, server, gh_env, tmp_path):
+@pytest.mark.parametrize("reap", [True, pytest.param(False, marks=pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="zombies are seen through /proc"))], ids=["reaped", "zombie"])
+def test_killed_before_the_issue_call_then_run_again(repo, server, gh_env, tmp_path, reap):
     server.set_issue_latency(1)
     run = github_run(repo, make_plan(1))
     first = Setup(run, "t01", gh_env, tmp_path)
     wait_for(lambda: (run.task_dir("t01") / "setup.lock.1").exists(), "the lock")
-    first.kill(group=True)
+    first.kill(group=True, reap=reap)
     again = Setup(run, "t01", gh_env, tmp_path, "b").result()
+    first.proc.wait(timeout=30)
     assert_one_complete_setup(run, again)
     assert len(server.issues(REPO_SLUG)) == 1
+    assert (run.task_dir("t01") / "setup.lock.2").read_text().startswith("released ")
 
 
 @requires_gh
@@ -271,8 +279,9 @@ def test_local_numbering_does_not_restart_onto_an_earlier_runs_branch(repo):
     git(wt, "add", "work.txt")
     git(wt, "commit", "-qm", "first run's work")
     kept = git(repo, "rev-parse", first["branch"]).stdout.strip()
-    subprocess.run(["git", "worktree", "remove", str(wt)], cwd=repo, check=True)
-    subprocess.run(["rm", "-rf", str(repo / ".parallel")], check=True)  # as git clean -fdx does
+    git(repo, "worktree", "remove", str(wt))
+    git(repo, "clean", "-q", "-fdx")  # .parallel/issues/ is gone; the branch is not
+    assert not (repo / ".parallel").exists()
 
     run = local_run(repo, make_plan(1))
     again = runs.run_setup(run, "t01")
@@ -334,3 +343,25 @@ def test_the_marker_lookup_finds_its_issue_behind_hundreds_of_newer_ones(repo, s
     again = runs.run_setup(run, "t01", env=gh_env)
     assert again["status"] == "ok" and again["issue"] == first["issue"] and again["reused"]["issue"] is True
     assert server.counters()["issues_created"] == 601
+
+
+# --------------------------------------------------------------------------
+# Only real lock contention is retried
+
+
+@pytest.mark.parametrize("message, contention", [
+    ("fatal: cannot lock ref 'refs/heads/feature/task-1': reference already exists", False),
+    ("fatal: a branch named 'feature/task-1' already exists", False),
+    ("fatal: '/repo/worktrees/task-1' already exists", False),
+    ("fatal: cannot lock ref 'refs/heads/feature/task-1': Unable to create "
+     "'/repo/.git/refs/heads/feature/task-1.lock': File exists.", True),
+    ("error: could not lock config file .git/config: File exists", True),
+    ("fatal: Unable to create '/repo/.git/worktrees/task-1/index.lock': File exists.", True),
+])
+def test_only_real_lock_contention_counts_as_contention(repo, message, contention):
+    """setup.sh's own is_lock_error, run by bash on git's messages."""
+    script = local_run(repo, make_plan(1)).setup_script("t01").read_text()
+    function = script[script.index("is_lock_error() {"):]
+    function = function[:function.index("\n}\n") + 3]
+    proc = subprocess.run(["bash", "-c", function + 'is_lock_error "$1"', "bash", message])
+    assert (proc.returncode == 0) is contention

@@ -322,12 +322,13 @@ def test_existing_branch_is_reused_when_the_worktree_was_removed(repo):
     assert Path(again["worktree"], "README.md").exists()
 
 
-def test_someone_elses_worktree_is_not_taken_over(repo):
+def test_local_numbering_skips_a_worktree_and_branch_someone_else_made(repo):
     run = local_run(repo, make_plan(1))
     git(repo, "worktree", "add", "-b", "feature/local-1", "worktrees/local-1")
+    git(repo, "branch", "feature/local-2")
     result = runs.run_setup(run, "t01")
-    assert result["_exit"] == 1 and result["step"] == "worktree"
-    assert "was not made by this task" in result["reason"]
+    assert result["status"] == "ok" and result["issue"] == 3 and result["branch"] == "feature/local-3"
+    assert git(repo / "worktrees" / "local-1", "branch", "--show-current").stdout.strip() == "feature/local-1"
 
 
 def test_tasks_branch_from_the_commit_execute_resolved_even_if_the_base_moves(repo):
