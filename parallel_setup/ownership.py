@@ -121,7 +121,7 @@ def task_ownership(run, task_id: str) -> Dict[str, Any]:
 
     intent_branch, _, intent_base = records["intent"].get("branch", "").partition(" ")
     branch = records["created"].get("branch") or intent_branch or setup.get("branch") or None
-    if records["created"].get("branch") == branch:
+    if branch and records["created"].get("branch") == branch:
         branch_created = True
     else:  # made by a setup killed before it could say so: still at the commit it was made from
         branch_created = bool(branch and branch == intent_branch and intent_base
