@@ -17,17 +17,16 @@ An intent without its ``created`` line is what a setup killed in the middle leav
 thing is still the run's when it exists and nothing else can have made it (a worktree at
 the recorded path; a branch still at the base commit it was made from). The setup script
 decides the same way when it runs again.
-
-Standard library only.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
+
+from .runs import _read_json
 
 #: The task folder's file of intent/created lines.
 OWNERSHIP_FILE = "ownership"
@@ -91,14 +90,6 @@ def _branch_tip(project: Path, branch: str) -> Optional[str]:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return proc.stdout.strip() or None if proc.returncode == 0 else None
-
-
-def _read_json(path: Path) -> Optional[dict]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def task_ownership(run, task_id: str) -> Dict[str, Any]:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from parallel_setup import ownership, runs
-from tests.setup_crash_test import Setup, wait_for
-from tests.setup_script_test import local_run, make_plan, setup_env
+from tests.setup_crash_test import kill_in_checkout
+from tests.setup_script_test import local_run, make_plan
 from tests.support.git import git
 
 
@@ -27,14 +27,8 @@ def test_a_finished_setup_owns_its_issue_branch_and_worktree(repo):
 
 
 def test_a_setup_killed_in_the_checkout_still_owns_what_it_half_made(repo, tmp_path):
-    started = tmp_path / "checkout-started"
-    hook = repo / ".git" / "hooks" / "post-checkout"
-    hook.write_text(f"#!/bin/sh\n: > '{started}'; sleep 30\n")
-    hook.chmod(0o755)
     run = local_run(repo, make_plan(1))
-    setup = Setup(run, "t01", setup_env(), tmp_path)
-    wait_for(started.exists, "the checkout")
-    setup.kill(group=True)
+    kill_in_checkout(run, tmp_path)
 
     own = ownership.task_ownership(run, "t01")
     assert (own["issue"], own["branch"], own["worktree"]) == (1, "feature/local-1", str(repo / "worktrees" / "local-1"))

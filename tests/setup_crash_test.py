@@ -72,6 +72,18 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
+def kill_in_checkout(run: runs.Run, tmp_path: Path, group: bool = True) -> None:
+    """Start the task's setup, and SIGKILL it while git worktree add checks files out (the
+    first checkout stalls there, as a large one does, in a post-checkout hook; later ones are quick)."""
+    started = tmp_path / "checkout-started"
+    hook = run.project / ".git" / "hooks" / "post-checkout"
+    hook.write_text(f"#!/bin/sh\nif [ ! -e '{started}' ]; then : > '{started}'; sleep 30; fi\n")
+    hook.chmod(0o755)
+    first = Setup(run, "t01", setup_env(), tmp_path)
+    wait_for(started.exists, "the checkout")
+    first.kill(group=group)
+
+
 def assert_one_complete_setup(run: runs.Run, result: dict, task: str = "t01") -> None:
     """A finished setup: its worktree on its branch at the base commit, recorded as the run's."""
     assert result["status"] == "ok", result
@@ -139,15 +151,8 @@ def test_killed_right_after_the_issue_call_then_run_again(repo, server, gh_env, 
 
 @pytest.mark.parametrize("group", [True, False], ids=["process-group", "script-only"])
 def test_killed_during_the_checkout_the_rerun_repairs_its_own_worktree(repo, tmp_path, group):
-    started = tmp_path / "checkout-started"
-    hook = repo / ".git" / "hooks" / "post-checkout"
-    # The first checkout stalls (as a large one does) and is killed there; later ones are quick.
-    hook.write_text(f"#!/bin/sh\nif [ ! -e '{started}' ]; then : > '{started}'; sleep 30; fi\n")
-    hook.chmod(0o755)
     run = local_run(repo, make_plan(1))
-    first = Setup(run, "t01", setup_env(), tmp_path)
-    wait_for(started.exists, "the checkout")
-    first.kill(group=group)
+    kill_in_checkout(run, tmp_path, group=group)
     again = Setup(run, "t01", setup_env(), tmp_path, "b").result()
 
     assert_one_complete_setup(run, again)
