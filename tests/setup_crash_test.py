@@ -370,3 +370,17 @@ def test_only_real_lock_contention_counts_as_contention(repo, message, contentio
     function = function[:function.index("\n}\n") + 3]
     proc = subprocess.run(["bash", "-c", function + 'is_lock_error "$1"', "bash", message])
     assert (proc.returncode == 0) is contention
+
+
+def test_a_task_folder_that_cannot_be_written_fails_at_once(repo, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    run = local_run(repo, make_plan(1))
+    task_dir = run.task_dir("t01")
+    task_dir.chmod(0o555)
+    try:
+        result = Setup(run, "t01", setup_env(), tmp_path).result(timeout=60)
+    finally:
+        task_dir.chmod(0o755)
+    assert result["status"] == "failed" and result["step"] == "init"
+    assert result["reason"] == f"cannot create {task_dir}/setup.lock.1 (is the task folder writable?)"
