@@ -77,7 +77,7 @@ def kill_in_checkout(run: runs.Run, tmp_path: Path, group: bool = True) -> None:
     first checkout stalls there, as a large one does, in a post-checkout hook; later ones are quick)."""
     started = tmp_path / "checkout-started"
     hook = run.project / ".git" / "hooks" / "post-checkout"
-    hook.write_text(f"#!/bin/sh\nif [ ! -e '{started}' ]; then : > '{started}'; sleep 30; fi\n")
+    hook.write_text(f"#!/bin/sh\nif [ ! -e '{started}' ]; then : > '{started}'; sleep 3; fi\n")
     hook.chmod(0o755)
     first = Setup(run, "t01", setup_env(), tmp_path)
     wait_for(started.exists, "the checkout")
@@ -132,7 +132,7 @@ def test_killed_during_the_issue_call_the_rerun_waits_for_it_and_makes_no_second
     assert again["reused"]["issue"] is True
     log = (run.task_dir("t01") / "setup.log").read_text()
     assert "lock: took over from an earlier copy of this setup that is gone" in log
-    assert "waiting for a gh call of an earlier copy of this setup" in log
+    assert "waiting for a command of the earlier copy" in log
 
 
 @requires_gh
@@ -157,7 +157,10 @@ def test_killed_during_the_checkout_the_rerun_repairs_its_own_worktree(repo, tmp
 
     assert_one_complete_setup(run, again)
     assert again["branch"] == "feature/local-1"
-    assert "removing the half-made worktrees/local-1" in (run.task_dir("t01") / "setup.log").read_text()
+    log = (run.task_dir("t01") / "setup.log").read_text()
+    assert "removing the half-made worktrees/local-1" in log
+    if not group:  # the killed script's git worktree add was still running: the re-run let it end first
+        assert "lock: waiting for a command of the earlier copy" in log
     assert len(worktrees(repo)) == 2
 
 
@@ -384,3 +387,26 @@ def test_a_task_folder_that_cannot_be_written_fails_at_once(repo, tmp_path):
         task_dir.chmod(0o755)
     assert result["status"] == "failed" and result["step"] == "init"
     assert result["reason"] == f"cannot create {task_dir}/setup.lock.1 (is the task folder writable?)"
+
+
+@requires_gh
+def test_killed_at_moments_spread_over_the_whole_setup_every_rerun_finishes_the_job(repo, server, gh_env, tmp_path):
+    """The issue's 30 random kills, at fixed moments: from the lock to the end of the checkout."""
+    server.set_issue_latency(0.5)
+    hook = repo / ".git" / "hooks" / "post-checkout"
+    hook.write_text("#!/bin/sh\nsleep 0.5\n")  # a checkout that takes a while
+    hook.chmod(0o755)
+    delays = [0.02, 0.1, 0.25, 0.4, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0]
+    run = github_run(repo, make_plan(len(delays)))
+    results = {}
+    for k, (task, delay) in enumerate(zip(run.tasks, delays)):
+        first = Setup(run, task, gh_env, tmp_path, "a")
+        time.sleep(delay)
+        first.kill(group=bool(k % 2))
+        results[task] = Setup(run, task, gh_env, tmp_path, "b").result()
+
+    assert {t: r["status"] for t, r in results.items()} == {t: "ok" for t in run.tasks}, results
+    for task, result in results.items():
+        assert_one_complete_setup(run, result, task)
+    numbers = sorted(r["issue"] for r in results.values())
+    assert numbers == sorted(set(numbers)) and len(server.issues(REPO_SLUG)) == len(delays)
