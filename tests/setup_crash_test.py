@@ -182,31 +182,32 @@ def test_a_failing_post_checkout_hook_is_the_reason_and_a_rerun_after_the_fix_wo
 # Two copies at once
 
 
-@requires_gh
-def test_two_copies_at_once_make_one_issue_one_branch_one_worktree(repo, server, gh_env, tmp_path):
-    server.set_issue_latency(1)
-    run = github_run(repo, make_plan(1))
-    a = Setup(run, "t01", gh_env, tmp_path, "a")
-    b = Setup(run, "t01", gh_env, tmp_path, "b")
+def two_copies_at_once(run: runs.Run, env: Dict[str, str], tmp_path: Path) -> dict:
+    """The same setup twice at the same moment: both end ok with one issue and one worktree,
+    one of them having waited for the other and reused what it made."""
+    a, b = Setup(run, "t01", env, tmp_path, "a"), Setup(run, "t01", env, tmp_path, "b")
     ra, rb = a.result(), b.result()
-
     assert ra["status"] == rb["status"] == "ok", (ra, rb)
     assert ra["issue"] == rb["issue"] == 1 and ra["worktree"] == rb["worktree"]
     assert sorted([ra["reused"]["issue"], rb["reused"]["issue"]]) == [False, True]
-    assert len(server.issues(REPO_SLUG)) == 1
-    assert branches(repo) == ["feature/task-1", "main"] and len(worktrees(repo)) == 2
-    assert server.counters()["issues_created"] == 1
+    assert_one_complete_setup(run, ra)
+    assert len(worktrees(run.project)) == 2
+    return ra
+
+
+@requires_gh
+def test_two_copies_at_once_make_one_issue_one_branch_one_worktree(repo, server, gh_env, tmp_path):
+    server.set_issue_latency(1)
+    two_copies_at_once(github_run(repo, make_plan(1)), gh_env, tmp_path)
+    assert len(server.issues(REPO_SLUG)) == 1 and server.counters()["issues_created"] == 1
+    assert branches(repo) == ["feature/task-1", "main"]
 
 
 def test_two_local_copies_at_once_neither_removes_the_others_worktree(repo, tmp_path):
     run = local_run(repo, make_plan(1))
-    env = setup_env(PARALLEL_LOCAL_ISSUE_LATENCY="0.5")
-    a, b = Setup(run, "t01", env, tmp_path, "a"), Setup(run, "t01", env, tmp_path, "b")
-    ra, rb = a.result(), b.result()
-    assert ra["status"] == rb["status"] == "ok", (ra, rb)
-    assert ra["issue"] == rb["issue"] == 1
+    two_copies_at_once(run, setup_env(PARALLEL_LOCAL_ISSUE_LATENCY="0.5"), tmp_path)
     assert sorted(p.name for p in (repo / ".parallel" / "issues").glob("*.md")) == ["1.md"]
-    assert_one_complete_setup(run, ra)
+    assert branches(repo) == ["feature/local-1", "main"]
 
 
 @requires_gh
