@@ -220,8 +220,8 @@ def test_a_copy_that_waited_too_long_says_busy_and_writes_nothing(repo, server, 
 
     assert busy["_exit"] == 75 and busy["status"] == "busy" and busy["step"] == "lock"
     assert busy["holder_pid"] == first.proc.pid
-    assert busy["reason"].startswith(f"another copy of this setup is still running (pid {first.proc.pid}); "
-                                     "run this same command again")
+    assert busy["reason"] == (f"another copy of this setup is still running (pid {first.proc.pid}); run this "
+                              "same command again: it waits for that copy and then reuses what it made")
     assert not (run.task_dir("t01") / "setup.json").exists()
     assert first.result()["status"] == "ok"
     assert [e["event"] for e in events.read_events(run.dir) if e["task"] == "t01"].count("setup_end") == 1
@@ -257,13 +257,36 @@ def test_an_existing_branch_the_run_did_not_create_is_refused_and_left_alone(rep
 
 
 @requires_gh
+def test_a_branch_of_that_name_on_the_remote_is_refused(repo, server, gh_env):
+    git(repo, "push", "-q", "origin", "main:feature/task-1")  # someone else's, pushed from another clone
+    git(repo, "fetch", "-q", "origin")
+    run = github_run(repo, make_plan(1))
+    result = runs.run_setup(run, "t01", env=gh_env)
+    assert result["_exit"] == 1 and result["step"] == "worktree"
+    assert result["reason"] == (
+        "a remote already has a branch named feature/task-1 (refs/remotes/origin/feature/task-1) that this run "
+        "did not create: pushing this task's work there would clash. Rename or delete that remote branch, or "
+        "fetch and check what it holds, then run setup again")
+    assert "feature/task-1" not in branches(repo)
+
+
+def test_local_numbering_skips_a_number_taken_on_the_remote(repo):
+    git(repo, "push", "-q", "origin", "main:feature/local-1")
+    git(repo, "fetch", "-q", "origin")
+    result = runs.run_setup(local_run(repo, make_plan(1)), "t01")
+    assert result["status"] == "ok" and result["branch"] == "feature/local-2"
+
+
+@requires_gh
 def test_someone_elses_worktree_is_refused(repo, server, gh_env):
     git(repo, "worktree", "add", "-b", "mine", "worktrees/task-1")
     run = github_run(repo, make_plan(1))
     result = runs.run_setup(run, "t01", env=gh_env)
     assert result["_exit"] == 1 and result["step"] == "worktree"
-    assert result["reason"].startswith("worktrees/task-1 already exists and was not made by this task "
-                                       "(no owner recorded): it is left alone.")
+    assert result["reason"] == (
+        "worktrees/task-1 already exists and was not made by this task (no owner recorded): it is left alone. "
+        "If nothing in it is needed, remove it (git worktree remove worktrees/task-1, or move the folder away), "
+        "then run setup again")
     assert (repo / "worktrees" / "task-1").is_dir()
 
 
