@@ -434,3 +434,16 @@ def test_killed_at_moments_spread_over_the_whole_setup_every_rerun_finishes_the_
         assert_one_complete_setup(run, result, task)
     numbers = sorted(r["issue"] for r in results.values())
     assert numbers == sorted(set(numbers)) and len(server.issues(REPO_SLUG)) == len(delays)
+
+
+def test_a_local_number_claimed_by_a_killed_copy_is_finished_not_skipped(repo):
+    run = local_run(repo, make_plan(1))
+    first = runs.run_setup(run, "t01")
+    issue_file = repo / ".parallel" / "issues" / "1.md"
+    # The state a copy killed between claiming number 1 and writing the issue leaves.
+    issue_file.write_text("")
+    (run.task_dir("t01") / "issue.record").unlink()
+    again = runs.run_setup(run, "t01")
+    assert again["status"] == "ok" and again["issue"] == first["issue"] == 1
+    assert issue_file.read_text() == (run.task_dir("t01") / "local-issue.md").read_text()
+    assert sorted(p.name for p in issue_file.parent.iterdir()) == ["1.md"]
