@@ -118,13 +118,17 @@ def test_killed_before_the_issue_call_then_run_again(repo, server, gh_env, tmp_p
 
 
 @requires_gh
+@pytest.mark.parametrize("group", [False, True], ids=["script-only", "process-group"])
 def test_killed_during_the_issue_call_the_rerun_waits_for_it_and_makes_no_second_issue(
-        repo, server, gh_env, tmp_path):
+        repo, server, gh_env, tmp_path, group):
     server.set_issue_latency(2)
+    gh_env = dict(gh_env, PARALLEL_GH_TIMEOUT="4")
     run = github_run(repo, make_plan(1))
     first = Setup(run, "t01", gh_env, tmp_path)
     wait_for(lambda: any(r["operation"] == "IssueCreate" for r in server.requests), "the issue call")
-    first.kill()  # the script only: its gh call is still in flight
+    # The script only (as Claude Code's Bash timeout does): its gh call is still in flight.
+    # The whole group: gh dies too, but GitHub got the request and still creates the issue.
+    first.kill(group=group)
     again = Setup(run, "t01", gh_env, tmp_path, "b").result()
 
     assert_one_complete_setup(run, again)
@@ -132,7 +136,8 @@ def test_killed_during_the_issue_call_the_rerun_waits_for_it_and_makes_no_second
     assert again["reused"]["issue"] is True
     log = (run.task_dir("t01") / "setup.log").read_text()
     assert "lock: took over from an earlier copy of this setup that is gone" in log
-    assert "waiting for a command of the earlier copy" in log
+    assert ("the earlier copy's issue_create was killed in flight; waiting until it would have timed out" if group
+            else "waiting for the earlier copy's issue_create") in log
 
 
 @requires_gh
@@ -160,7 +165,7 @@ def test_killed_during_the_checkout_the_rerun_repairs_its_own_worktree(repo, tmp
     log = (run.task_dir("t01") / "setup.log").read_text()
     assert "removing the half-made worktrees/local-1" in log
     if not group:  # the killed script's git worktree add was still running: the re-run let it end first
-        assert "lock: waiting for a command of the earlier copy" in log
+        assert "lock: waiting for the earlier copy's git worktree add" in log
     assert len(worktrees(repo)) == 2
 
 
@@ -421,6 +426,7 @@ def test_killed_at_moments_spread_over_the_whole_setup_every_rerun_finishes_the_
     hook.write_text("#!/bin/sh\nsleep 0.5\n")  # a checkout that takes a while
     hook.chmod(0o755)
     delays = [0.02, 0.1, 0.25, 0.4, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0]
+    gh_env = dict(gh_env, PARALLEL_GH_TIMEOUT="3")  # how long a re-run waits for a call killed in flight
     run = github_run(repo, make_plan(len(delays)))
     results = {}
     for k, (task, delay) in enumerate(zip(run.tasks, delays)):
