@@ -35,8 +35,7 @@ def test_a_failed_setup_is_setup_failed_everywhere_with_its_reason(repo, capsys)
     write_plan(repo, n=2)
     _, out, _ = execute(repo, capsys)
     run = runs.load_run(repo, run_id_in(out))
-    (repo / "worktrees").mkdir()
-    (repo / "worktrees" / "task-1").write_text("a file where the worktree goes\n")
+    (repo / "worktrees").write_text("a file where the worktrees folder goes\n")
     result = runs.run_setup(run, "t1")
     assert result["status"] == "failed" and result["step"] == "worktree"
     # execute
@@ -65,7 +64,7 @@ def test_a_failed_setup_is_setup_failed_everywhere_with_its_reason(repo, capsys)
 
 def _report(run: runs.Run, task: str, issue: int, sha: str) -> None:
     report = {"parallel_report": 1, "run": run.id, "task": task, "status": "done", "issue": issue,
-              "branch": f"feature/task-{issue}", "commits": [sha], "pushed": True,
+              "branch": f"feature/local-{issue}", "commits": [sha], "pushed": True,
               "tests": {"command": "true", "exit_code": 0}, "summary": "s"}
     (run.task_dir(task) / "report.json").write_text(json.dumps(report), encoding="utf-8")
 
@@ -86,7 +85,7 @@ def test_execute_run_rechecks_unverified_tasks_and_retry_failed_covers_what_is_s
                                      run_dir=run.dir)
         assert verdict.state == "unverified" and any(c.startswith("push:") for c in verdict.failed_claims)
         run.event("task_end", task=task, state=verdict.state, failed_claims=verdict.failed_claims, facts=verdict.facts)
-    git(repo, "push", "-q", "origin", "feature/task-1")  # a's cause fixed; c's not
+    git(repo, "push", "-q", "origin", "feature/local-1")  # a's cause fixed; c's not
     _, out, _ = execute(repo, capsys, "--run", run.id)
     states = runs.task_states(run)
     assert (states["a"].state, states["c"].state) == ("done", "unverified")
