@@ -63,7 +63,7 @@ BLOCK_RE = re.compile(r"\{%-?\s*(?:(block)\s+(\w+)(?:\s+scoped)?(?:\s+required)?
 
 #: Values that are safe unquoted in bash by construction (ids, enums, the version).
 SAFE_IN_BASH = {"task_id", "run_id", "version", "mode", "task.id", "run.id", "run.mode",
-                "branch_prefix", "worktree_prefix"}
+                "branch_prefix", "worktree_prefix", "setup_deadline"}
 SAFE_FILTERS = {"sh", "int", "float", "length", "count"}
 JINJA_NAMES = {"loop", "super", "self", "caller", "varargs", "kwargs", "true", "false", "none",
                "True", "False", "None"}
