@@ -17,6 +17,12 @@ An intent without its ``created`` line is what a setup killed in the middle leav
 thing is still the run's when it exists and nothing else can have made it (a worktree at
 the recorded path; a branch still at the base commit it was made from). The setup script
 decides the same way when it runs again.
+
+The records say what the run made once; git says whether what is there NOW is still that
+(``provenance.py``): a worktree the user removed and made again under the same path has no
+``parallel-owner`` (or another one), and a branch deleted and made again has a new first
+reflog entry, outside the task's worktree step. Both are checked here, so ``*_created``
+means "this run made it, and it is still the thing it made".
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+from . import events
+from .provenance import branch_created_by_run, worktree_owner
 from .runs import _read_json
 
 #: The task folder's file of intent/created lines.
@@ -60,27 +68,20 @@ def read_issue_record(task_dir: Path) -> Tuple[Optional[int], Optional[str]]:
     return (int(number), url.strip() or None) if number.isdigit() else (None, None)
 
 
-def worktree_admin_dir(worktree: Path) -> Optional[Path]:
-    """The worktree's folder in the main repository (``.git/worktrees/<name>``), from its ``.git`` file."""
-    try:
-        line = (Path(worktree) / ".git").read_text(encoding="utf-8").splitlines()[0]
-    except (OSError, IndexError):
-        return None
-    if not line.startswith("gitdir: "):
-        return None
-    admin = Path(line[len("gitdir: "):].strip())
-    if not admin.is_absolute():
-        admin = Path(worktree) / admin
-    return admin if admin.is_dir() else None
-
-
-def worktree_owner(worktree: Path) -> Optional[str]:
-    """What the worktree's ``parallel-owner`` file says (``<run-id> <task-id>``), or None."""
-    admin = worktree_admin_dir(worktree)
-    try:
-        return (admin / "parallel-owner").read_text(encoding="utf-8").strip() or None if admin else None
-    except OSError:
-        return None
+def worktree_step_windows(run, task_id: str) -> List[Tuple[float, float]]:
+    """When the task's setup ran its worktree step (start, end), from the run's event log."""
+    windows, start = [], None
+    for e in events.iter_events(run.dir):
+        if e.get("task") != task_id or e.get("step") != "worktree" or not isinstance(e.get("t"), (int, float)):
+            continue
+        if e.get("event") == "step_start":
+            start = float(e["t"])
+        elif e.get("event") == "step_end" and start is not None:
+            windows.append((start, float(e["t"])))
+            start = None
+    if start is not None:  # a setup killed during the step
+        windows.append((start, float("inf")))
+    return windows
 
 
 def _branch_tip(project: Path, branch: str) -> Optional[str]:
@@ -117,18 +118,24 @@ def task_ownership(run, task_id: str) -> Dict[str, Any]:
     else:  # made by a setup killed before it could say so: still at the commit it was made from
         branch_created = bool(branch and branch == intent_branch and intent_base
                               and _branch_tip(project, branch) == intent_base)
+    # ... and git's reflog shows that creation, during the task's worktree step, not a later one.
+    branch_created = branch_created and branch_created_by_run(
+        project, branch, run.created_at, run.data.get("base_commit"), worktree_step_windows(run, task_id))
 
     worktree = records["created"].get("worktree") or records["intent"].get("worktree") or setup.get("worktree")
     if worktree and not os.path.isabs(worktree):
         worktree = str(project / worktree)
     worktree = worktree or None
+    owner = worktree_owner(Path(worktree), project) if worktree else None
     if worktree and records["created"].get("worktree") == worktree:
-        worktree_created = True
+        # Complete once, so it carries the owner file; without it, someone made another one there.
+        worktree_created = owner == f"{run.id} {task_id}"
     elif worktree and records["intent"].get("worktree") == worktree:
-        # Recorded before it was made, made only when nothing was there: ours if it exists.
-        worktree_created = os.path.lexists(worktree)
+        # Recorded before it was made, made only when nothing was there: ours if it exists
+        # and no other owner is recorded in it (a half-made one has none yet).
+        worktree_created = os.path.lexists(worktree) and owner in (None, f"{run.id} {task_id}")
     else:  # a run from before the ownership file: the worktree's own record
-        worktree_created = bool(worktree) and worktree_owner(Path(worktree)) == f"{run.id} {task_id}"
+        worktree_created = bool(worktree) and owner == f"{run.id} {task_id}"
     pushed = report.get("pushed") if isinstance(report.get("pushed"), bool) else None
     return {"issue": issue, "issue_url": issue_url, "branch": branch, "worktree": worktree,
             "branch_created": branch_created, "worktree_created": worktree_created, "pushed": pushed}

@@ -60,13 +60,13 @@ def assert_cleaned(fin) -> None:
     users_branch, users_commit = fin.foreign["branch"]
     replaced, replaced_commit = fin.foreign["replaced_branch"]
     # Only the user's branches are left, where they were.
-    assert branches(p) == ["feature/task-5", "feature/task-6", "main"]
+    assert branches(p) == ["feature/local-6", "feature/task-5", "main"]
     assert git(p, "rev-parse", users_branch).stdout.strip() == users_commit
     assert git(p, "rev-parse", replaced).stdout.strip() == replaced_commit
     # Only the main checkout and the user's worktree (with its uncommitted draft) are left.
     assert [Path(w) for w in worktrees(p)] == [p, fin.foreign["worktree"]]
     assert (fin.foreign["worktree"] / "users-draft.txt").read_text() == "draft\n"
-    assert sorted(x.name for x in (p / "worktrees").iterdir()) == ["task-6"]
+    assert sorted(x.name for x in (p / "worktrees").iterdir()) == ["local-6"]
     # The dirty task's worktree state, as a commit on top of its branch: changes and untracked file.
     dirty = archive(fin, "dirty")
     assert git(p, "rev-parse", dirty + "^").stdout.strip() == fin.commits["dirty"]
@@ -86,7 +86,7 @@ def assert_cleaned(fin) -> None:
         assert fin.commits[task] not in unreachable
     assert git(p, "rev-parse", archive(fin, "dirty")).stdout.strip() not in unreachable
     # The pushed branch is still on origin (no --remote), the merged one is in main.
-    assert "refs/heads/feature/task-2" in git(p, "ls-remote", "origin").stdout
+    assert "refs/heads/feature/local-2" in git(p, "ls-remote", "origin").stdout
     assert git(p, "merge-base", "--is-ancestor", fin.commits["merged"], "main").returncode == 0
 
 
@@ -106,7 +106,7 @@ def test_cleanup_removes_exactly_the_runs_things_and_archives_the_work(fin):
     assert all(r["ok"] for r in done["results"]), done["results"]
     assert done["freed"] == planned["bytes"] > 0
     assert {(k["task"], k["target"]) for k in done["kept"]} == {
-        ("reused", "feature/task-5"), ("replaced", "worktrees/task-6"), ("replaced", "feature/task-6")}
+        ("replaced", "worktrees/local-6"), ("replaced", "feature/local-6")}
     assert_cleaned(fin)
 
     again = cli(p)
@@ -153,11 +153,11 @@ def test_killed_half_way_through_removing_a_worktree(fin):
     """git worktree remove killed after deleting part of the folder (the .git file among it):
     the next cleanup finishes the removal; the archive made before it has the work."""
     p = fin.project
-    wt1 = p / "worktrees" / "task-1"
+    wt1 = p / "worktrees" / "local-1"
     proc = cli(p, env={"PARALLEL_CLEANUP_KILL_AFTER": "3"})  # the archive (its commit, its ref) and the .venv
     assert proc.returncode == -signal.SIGKILL
     assert not (wt1 / ".venv").exists() and (wt1 / "notes.txt").exists()
-    admin = p / ".git" / "worktrees" / "task-1"
+    admin = p / ".git" / "worktrees" / "local-1"
     (admin / cleanup.REMOVING_MARKER).write_text("x\n")  # what the killed removal had written
     for name in (".git", "notes.txt", "dirty.txt"):
         (wt1 / name).unlink()
@@ -179,14 +179,14 @@ def test_two_cleanups_at_once_do_not_both_act(fin):
 def test_remote_deletes_only_what_the_run_pushed_and_archives_it_first(fin):
     p = fin.project
     git(p, "push", "-q", "origin", "feature/task-5")  # the user's branch, on origin too
-    git(p, "push", "-q", "origin", "feature/task-3")  # the user pushed the run's branch; its task did not
+    git(p, "push", "-q", "origin", "feature/local-3")  # the user pushed the run's branch; its task did not
     proc = cli(p, "--remote")
     assert proc.returncode == 0, proc.stderr
-    assert "  unpushed             origin/feature/task-3: the task's report does not say it pushed it\n" in proc.stdout
+    assert "  unpushed             origin/feature/local-3: the task's report does not say it pushed it\n" in proc.stdout
     remote = git(p, "ls-remote", "--heads", "origin").stdout
-    assert "refs/heads/feature/task-2" not in remote
+    assert "refs/heads/feature/local-2" not in remote
     assert "refs/heads/feature/task-5" in remote and "refs/heads/main" in remote
-    assert "refs/heads/feature/task-3" in remote
+    assert "refs/heads/feature/local-3" in remote
     # Not merged and now on no branch anywhere: archived before origin's copy went.
     assert git(p, "rev-parse", archive(fin, "pushed")).stdout.strip() == fin.commits["pushed"]
 
@@ -194,10 +194,10 @@ def test_remote_deletes_only_what_the_run_pushed_and_archives_it_first(fin):
 def test_discard_by_name_skips_the_archive(fin):
     proc = cli(fin.project, "--discard")
     assert proc.returncode == 0, proc.stderr
-    assert ("Note: dirty: --discard: not archived, so lost: 2 uncommitted change(s) in worktrees/task-1; "
+    assert ("Note: dirty: --discard: not archived, so lost: 2 uncommitted change(s) in worktrees/local-1; "
             "the unmerged commits of its branch\n") in proc.stdout
     assert git(fin.project, "for-each-ref", "refs/parallel/").stdout == ""
-    assert not (fin.project / "worktrees" / "task-1").exists()
+    assert not (fin.project / "worktrees" / "local-1").exists()
 
 
 def test_a_running_task_is_kept_unless_asked(fin):
@@ -215,11 +215,11 @@ def test_all_merged_cleans_only_runs_whose_tasks_are_all_merged(fin, capsys):
     other = finished_run_all_merged(p)
     assert main(["-C", str(p), "cleanup", "--all-merged", "--purge-logs"]) == 0
     out = capsys.readouterr().out
-    assert f"Not cleaned: {fin.run.id}: task dirty's branch feature/task-1 is not merged into the base" in out
+    assert f"Not cleaned: {fin.run.id}: task dirty's branch feature/local-1 is not merged into the base" in out
     assert f"Cleanup of run {other.id}" in out
     assert not other.dir.exists()  # --purge-logs: nothing of it was kept
-    assert "feature/task-7" not in branches(p)
-    assert (fin.run.dir / "run.json").exists() and (p / "worktrees" / "task-1").exists()
+    assert "feature/local-7" not in branches(p)
+    assert (fin.run.dir / "run.json").exists() and (p / "worktrees" / "local-1").exists()
     assert main(["-C", str(p), "cleanup", fin.run.id, "--purge-logs"]) == 0
     assert ("Note: --purge-logs: the run's records and logs stay, since some of what it names is kept\n"
             in capsys.readouterr().out)
@@ -261,7 +261,7 @@ def test_the_merge_trains_worktree_and_branch_go_with_the_run_archived(fin):
     git(p, "branch", "--no-track", branch, base)  # as merge.ensure_integration does
     git(p, "worktree", "add", "-q", "--detach", "--", str(wt), branch)
     (p / ".git" / "worktrees" / wt.name / "parallel-owner").write_text(f"{fin.run.id} merge\n")
-    git(wt, "merge", "-q", "--no-ff", "-m", "Merge task unpushed", "feature/task-3")
+    git(wt, "merge", "-q", "--no-ff", "-m", "Merge task unpushed", "feature/local-3")
     merge_commit = git(wt, "rev-parse", "HEAD").stdout.strip()
     git(p, "update-ref", f"refs/heads/{branch}", merge_commit)
     proc = cli(p, "--json")
@@ -277,7 +277,7 @@ def test_the_merge_trains_worktree_and_branch_go_with_the_run_archived(fin):
 def assert_cleaned_except_archives(fin, extra):
     archives = git(fin.project, "for-each-ref", "--format=%(refname)", "refs/parallel/").stdout.split()
     assert archives == sorted([archive(fin, "dirty"), archive(fin, "unpushed"), *extra])
-    assert branches(fin.project) == ["feature/task-5", "feature/task-6", "main"]
+    assert branches(fin.project) == ["feature/local-6", "feature/task-5", "main"]
 
 
 def test_a_pool_claim_goes_and_the_free_pool_worktrees_stay(tmp_path):
@@ -301,11 +301,11 @@ def test_a_pool_claim_goes_and_the_free_pool_worktrees_stay(tmp_path):
               facts={}, via="test")
     plan_ = cleanup.plan_cleanup(run)
     assert [(s.kind, s.target) for s in plan_.steps] == [
-        ("worktree", "worktrees/task-1"), ("branch", "feature/task-1"),
+        ("worktree", "worktrees/local-1"), ("branch", "feature/local-1"),
         ("claim", str(claims[0].relative_to(project)))]
     with cleanup.lock(project):
         assert all(r.ok for r in cleanup.apply(run, plan_))
-    assert not claims[0].exists() and not (project / "worktrees" / "task-1").exists()
+    assert not claims[0].exists() and not (project / "worktrees" / "local-1").exists()
     assert [s.path for s in pool.free_slots(project)] == free  # the free worktree is the pool's, not the run's
     assert [Path(w) for w in worktrees(project)] == [project, free[0]]
 
@@ -347,11 +347,11 @@ def test_real_cli_parallel_cleanup_shows_the_dry_run_and_asks_before_removing(fi
 
 def test_a_locked_worktree_and_the_branch_checked_out_in_it_stay(fin):
     p = fin.project
-    git(p, "worktree", "lock", "--reason", "on a USB disk", str(p / "worktrees" / "task-3"))
+    git(p, "worktree", "lock", "--reason", "on a USB disk", str(p / "worktrees" / "local-3"))
     plan = cleanup.plan_cleanup(fin.run)
     assert [(k.target, k.reason) for k in plan.kept if k.task == "unpushed"] == [
-        ("worktrees/task-3", "locked (git worktree unlock it first)"),
-        ("feature/task-3", "checked out in worktrees/task-3")]
+        ("worktrees/local-3", "locked (git worktree unlock it first)"),
+        ("feature/local-3", "checked out in worktrees/local-3")]
     assert not [s for s in plan.steps if s.task == "unpushed"]
 
 
@@ -372,7 +372,7 @@ def test_all_merged_counts_a_squash_merge_the_merge_train_recorded(fin):
     """A squash merge leaves the task's branch out of the base's history; the train's record of
     the commit it made (merge_task, result merged), in the base, counts as merged."""
     p = fin.project
-    assert cleanup.all_merged(fin.run) == "task dirty's branch feature/task-1 is not merged into the base"
+    assert cleanup.all_merged(fin.run) == "task dirty's branch feature/local-1 is not merged into the base"
     for task in fin.run.tasks:
         branch = fin.branch(task)
         if git(p, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}", check=False).returncode:

@@ -149,7 +149,8 @@ def finished_run(root: Path) -> FinishedRun:
     * ``pushed``: one commit, pushed to origin;
     * ``unpushed``: one commit, not pushed, clean;
     * ``merged``: one commit, merged into main and pushed;
-    * ``reused``: its branch name (``feature/task-5``) existed before the run: the user's branch;
+    * ``reused``: the user had a branch ``feature/task-5`` before the run, the name a GitHub-mode
+      task 5 would take; local-mode tasks are named ``feature/local-N``, so the run never touches it;
     * ``replaced``: after its setup the user removed its worktree and branch and made their own
       of the same names (a worktree with uncommitted work, a branch at another commit).
 
@@ -177,37 +178,37 @@ def finished_run(root: Path) -> FinishedRun:
     run = _runs.create_run(project, plan, mode="local", fetch=False)
     for t in run.tasks:  # one after another: local issues 1..6 in plan order
         result = _runs.run_setup(run, t, timeout=120)
-        assert t == "reused" or result["status"] == "ok", result
+        assert result["status"] == "ok", result
     commits = {}
     for i, t in enumerate(run.tasks, start=1):
-        wt = project / "worktrees" / f"task-{i}"
+        wt = project / "worktrees" / f"local-{i}"
         if t in ("reused", "replaced") or not wt.exists():
             continue
         (wt / f"{t}.txt").write_text(f"{t}\n", encoding="utf-8")
         git(wt, "add", f"{t}.txt")  # only the work: not the .venv the environment step made
         git(wt, "commit", "-q", "-m", f"{t}: the task's work\n\nCloses #{i}")
         commits[t] = git(wt, "rev-parse", "HEAD").stdout.strip()
-    wt1 = project / "worktrees" / "task-1"
+    wt1 = project / "worktrees" / "local-1"
     (wt1 / "README.md").write_text("# widgets\n\nchanged, not committed\n", encoding="utf-8")
     (wt1 / "notes.txt").write_text("untracked notes\n", encoding="utf-8")
-    git(project / "worktrees" / "task-2", "push", "-q", "origin", "feature/task-2")
-    git(project, "merge", "-q", "--no-ff", "-m", "Merge task merged", "feature/task-4")
+    git(project / "worktrees" / "local-2", "push", "-q", "origin", "feature/local-2")
+    git(project, "merge", "-q", "--no-ff", "-m", "Merge task merged", "feature/local-4")
     git(project, "push", "-q", "origin", "main")
     git(project, "fetch", "-q", "origin")
     # The user replaces task 6's worktree and branch with their own, of the same names.
-    git(project, "worktree", "remove", str(project / "worktrees" / "task-6"))
-    git(project, "branch", "-q", "-D", "feature/task-6")
-    git(project, "worktree", "add", "-q", "-b", "feature/task-6", str(project / "worktrees" / "task-6"), "main")
-    (project / "worktrees" / "task-6" / "users-draft.txt").write_text("draft\n", encoding="utf-8")
+    git(project, "worktree", "remove", str(project / "worktrees" / "local-6"))
+    git(project, "branch", "-q", "-D", "feature/local-6")
+    git(project, "worktree", "add", "-q", "-b", "feature/local-6", str(project / "worktrees" / "local-6"), "main")
+    (project / "worktrees" / "local-6" / "users-draft.txt").write_text("draft\n", encoding="utf-8")
     for i, t in enumerate(run.tasks, start=1):
         report = {"parallel_report": 1, "run": run.id, "task": t, "status": "done", "issue": i,
-                  "branch": f"feature/task-{i}", "commits": [commits[t]] if t in commits else [],
+                  "branch": f"feature/local-{i}", "commits": [commits[t]] if t in commits else [],
                   "pushed": t in ("pushed", "merged")}
         (run.task_dir(t) / "report.json").write_text(json.dumps(report), encoding="utf-8")
         events.append_event(run.dir, "task_end", task=t, state="done", failed_claims=[], notes=[],
-                            reason=None, log=None, facts={"branch": f"feature/task-{i}"}, via="test")
+                            reason=None, log=None, facts={"branch": f"feature/local-{i}"}, via="test")
     foreign = {"branch": ("feature/task-5", users_commit),
-               "replaced_branch": ("feature/task-6", _sp.run(["git", "rev-parse", "feature/task-6"], cwd=project,
+               "replaced_branch": ("feature/local-6", _sp.run(["git", "rev-parse", "feature/local-6"], cwd=project,
                                                              capture_output=True, text=True).stdout.strip()),
-               "worktree": project / "worktrees" / "task-6"}
+               "worktree": project / "worktrees" / "local-6"}
     return FinishedRun(project, run, commits, foreign)
