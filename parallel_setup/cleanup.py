@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from . import events
+from .disk import disk_usage, human_size
 from .errors import FatalError
 from .ownership import task_ownership
 from .provenance import branch_created_by_run, worktree_admin_dir, worktree_owner
@@ -125,31 +126,6 @@ def _remote_heads(project: Path) -> Optional[Dict[str, str]]:
         if ref.startswith("refs/heads/"):
             heads[ref[len("refs/heads/"):]] = sha
     return heads
-
-
-def disk_usage(path: Path) -> int:
-    """Bytes a folder takes on disk (blocks, hard links counted once, symlinks not followed)."""
-    total, seen = 0, set()
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            try:
-                st = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_blocks * 512
-    return total
-
-
-def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 # --------------------------------------------------------------------------
@@ -792,7 +768,7 @@ KIND_LABELS = {"archive": "archive", "env": "env", "worktree": "worktree", "bran
 
 
 def _line(step: Step) -> str:
-    size = f" ({human_bytes(step.bytes)})" if step.bytes else ""
+    size = f" ({human_size(step.bytes)})" if step.bytes else ""
     who = step.task or "merge"
     return f"  {KIND_LABELS[step.kind]:<9} {who:<20} {step.target}{size}: {step.detail}"
 
@@ -808,7 +784,7 @@ def render_plan(plan: CleanupPlan, *, dry_run: bool) -> str:
     if dry_run and plan.port_leases:
         lines.append(f"Would release the run's port leases ({plan.port_leases}).")
     if dry_run and plan.steps:
-        lines.append(f"Would free {human_bytes(plan.bytes)}.")
+        lines.append(f"Would free {human_size(plan.bytes)}.")
     return "\n".join(lines) + "\n"
 
 
@@ -824,7 +800,7 @@ def _kept_lines(plan: CleanupPlan) -> List[str]:
 def render_results(plan: CleanupPlan, results: List[StepResult]) -> str:
     lines = [f"Cleanup of run {plan.run_id}"]
     for r in results:
-        size = f" ({human_bytes(r.step.bytes)})" if r.step.bytes and r.ok else ""
+        size = f" ({human_size(r.step.bytes)})" if r.step.bytes and r.ok else ""
         mark = "" if r.ok else "FAILED "
         lines.append(f"  {mark}{KIND_LABELS[r.step.kind]:<9} {(r.step.task or 'merge'):<20} {r.step.target}{size}: {r.message}")
     if not results:
@@ -836,5 +812,5 @@ def render_results(plan: CleanupPlan, results: List[StepResult]) -> str:
         lines += [f"  {ref}" for ref in archives]
     freed = sum(r.step.bytes for r in results if r.ok)
     if results:
-        lines.append(f"Freed {human_bytes(freed)}.")
+        lines.append(f"Freed {human_size(freed)}.")
     return "\n".join(lines) + "\n"

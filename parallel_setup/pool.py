@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
+from .disk import disk_usage, human_size
 from .errors import FatalError
 from .gitutil import default_branch, ensure_excluded, git
 from .paths import STATE_DIRNAME, WORKTREES_DIRNAME, state_dir
@@ -179,16 +180,6 @@ def parse_bytes(text: str) -> int:
     return int(value * mult)
 
 
-def human(n: Optional[float]) -> str:
-    if n is None:
-        return "?"
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
 @dataclass
 class Decision:
     """Whether the pool is used, how big, and why (``pool status``, ``/parallel:plan``, ``execute``)."""
@@ -229,23 +220,6 @@ def checkout_bytes(project: Path, commit: str) -> int:
         fields = entry.split("\t", 1)[0].split()
         if len(fields) == 4 and fields[3].isdigit():
             total += (int(fields[3]) + 4095) // 4096 * 4096
-    return total
-
-
-def disk_usage(path: Path) -> int:
-    """Bytes a folder takes on disk (allocated blocks, each hard-linked file counted once)."""
-    seen = set()
-    total = 0
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            try:
-                st = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_blocks * 512
     return total
 
 
@@ -298,11 +272,11 @@ def decide(project: Path, env: Optional[dict] = None) -> Decision:
     settings = Settings(size, base, _setup_of(recent[0]))
     estimate = size * slot_bytes(project, commit)
     if estimate > budget:
-        return Decision(False, "default", f"{size} worktrees would take about {human(estimate)}, over the disk "
-                        f"budget of {human(budget)} (pool on --size N to use it anyway; pool auto --budget "
+        return Decision(False, "default", f"{size} worktrees would take about {human_size(estimate)}, over the disk "
+                        f"budget of {human_size(budget)} (pool on --size N to use it anyway; pool auto --budget "
                         "SIZE to raise the budget)", settings, budget, estimate)
     return Decision(True, "default", f"on by default: {size} worktrees (the most tasks of the recent runs) "
-                    f"take about {human(estimate)} of the {human(budget)} disk budget", settings, budget, estimate)
+                    f"take about {human_size(estimate)} of the {human_size(budget)} disk budget", settings, budget, estimate)
 
 
 # --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import json
 import signal
 import sys
 
-from .. import pool
+from .. import disk, pool
 from ..errors import FatalError
 from ..gitutil import ensure_excluded
 from ..paths import find_project_root
@@ -102,7 +102,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             description="Forget `pool on`/`pool off`: the pool is on when the worktrees the recent "
                                         "runs needed cost less than the disk budget.")
     auto.add_argument("--budget", metavar="SIZE", type=_budget,
-                      help=f"the disk the pool may take, like 4G or 500M (default {pool.human(pool.DEFAULT_BUDGET)})")
+                      help=f"the disk the pool may take, like 4G or 500M (default {disk.human_size(pool.DEFAULT_BUDGET)})")
     auto.set_defaults(func=run_auto)
 
 
@@ -203,13 +203,13 @@ def run_status(args: argparse.Namespace) -> int:
             pass
     fresh = sum(1 for s in slots if commit and s.commit == commit)
     with_env = sum(1 for s in slots if pool.read_env_record(s.path) is not None)
-    disk = pool.disk_usage(pool.pool_dir(project)) if pool.pool_dir(project).is_dir() else 0
+    used = disk.disk_usage(pool.pool_dir(project)) if pool.pool_dir(project).is_dir() else 0
     if args.json:
         print(json.dumps({
             "on": decision.on, "source": decision.source, "reason": decision.reason,
             "size": settings.size if settings else None, "base_branch": base,
             "setup": settings.setup if settings else None,
-            "budget_bytes": decision.budget, "estimate_bytes": decision.estimate, "disk_bytes": disk,
+            "budget_bytes": decision.budget, "estimate_bytes": decision.estimate, "disk_bytes": used,
             "base_ref": ref, "base_commit": commit, "dir": str(pool.pool_dir(project)),
             "free": [{"path": str(s.path), "commit": s.commit, "current": bool(commit and s.commit == commit),
                       "env": pool.read_env_record(s.path)} for s in slots],
@@ -228,7 +228,7 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"Free: {len(slots)}" + (f" ({fresh} at the base commit, {stale} older: updated at claim "
                                        "or by the next fill)" if stale else "")
               + (f", {with_env} with their environment step done" if with_env else "")
-              + f", in {pool.pool_dir(project).relative_to(project)}/ ({pool.human(disk)} on disk)")
+              + f", in {pool.pool_dir(project).relative_to(project)}/ ({disk.human_size(used)} on disk)")
     if running:
         print(f"A fill is running (pid {running}); log: {pool.log_path(project).relative_to(project)}")
     return 0

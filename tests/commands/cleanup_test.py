@@ -118,7 +118,7 @@ def test_cleanup_removes_exactly_the_runs_things_and_archives_the_work(fin):
 def _normalized(text: str, fin) -> str:
     text = text.replace(fin.run.id, "<RUN>")
     text = re.sub(r"\(([0-9a-f]{12})\)", "(<COMMIT>)", text)
-    return re.sub(r"\d+(\.\d)? (B|KB|MB|GB)\b", "<SIZE>", text)
+    return re.sub(r"\d+(\.\d)? (bytes|KB|MB|GB|TB)\b", "<SIZE>", text)
 
 
 def test_dry_run_output_lists_what_goes_and_what_stays(fin, capsys, snapshot):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from parallel_setup import cli, pool, runs
+from parallel_setup import cli, disk, pool, runs
 from tests.commands.execute_test import calls_in, execute, run_id_in, write_plan
 from tests.setup_script_test import make_plan
 from tests.support.git import git, git_commit, worktrees
@@ -89,10 +89,10 @@ def test_on_fills_in_the_background_at_origins_default_branch(repo, capsys):
     # The pool is excluded like worktrees/: the main checkout stays clean.
     assert git(repo, "status", "--porcelain").stdout == ""
     code, out, _ = cmd(repo, capsys, "status")
-    disk = pool.disk_usage(pool.pool_dir(repo))
-    assert disk > 0
+    used = disk.disk_usage(pool.pool_dir(repo))
+    assert used > 0
     assert out == (f"Worktree pool: on, 3 worktrees at main (origin/main is {base[:12]}), environment: auto\n"
-                   f"Free: 3, 3 with their environment step done, in worktrees/.pool/ ({pool.human(disk)} on disk)\n")
+                   f"Free: 3, 3 with their environment step done, in worktrees/.pool/ ({disk.human_size(used)} on disk)\n")
     # Topping up a full pool creates nothing.
     code, out, _ = cmd(repo, capsys, "fill")
     assert code == 0 and "done: 3 free, 0 created, 0 moved, 0 failed, 0 environment step(s) run" in out
@@ -344,7 +344,7 @@ def test_the_default_pool_stays_off_over_the_disk_budget_and_cleanup_removes_its
     monkeypatch.setenv(pool.BUDGET_ENV, "1K")
     decision = pool.decide(repo)
     assert not decision.on and decision.estimate > 1024
-    assert decision.reason == (f"3 worktrees would take about {pool.human(decision.estimate)}, over the disk budget "
+    assert decision.reason == (f"3 worktrees would take about {disk.human_size(decision.estimate)}, over the disk budget "
                                "of 1.0 KB (pool on --size N to use it anyway; pool auto --budget SIZE to raise the "
                                "budget)")
     code, out, _ = cmd(repo, capsys, "fill", "--if-on")
