@@ -75,6 +75,8 @@ def worktree_step_windows(run, task_id: str) -> List[Tuple[float, float]]:
         if e.get("task") != task_id or e.get("step") != "worktree" or not isinstance(e.get("t"), (int, float)):
             continue
         if e.get("event") == "step_start":
+            if start is not None:  # a setup killed during the step: its window lasts until the next one starts
+                windows.append((start, float(e["t"])))
             start = float(e["t"])
         elif e.get("event") == "step_end" and start is not None:
             windows.append((start, float(e["t"])))
