@@ -62,10 +62,13 @@ def run_summary(project, run_id: str, just_ended: list[str]) -> str:
         lines.append(f"Waiting on failed or unverified dependencies: {', '.join(st.blocked)}.")
     if c["pending"] == 0 or not st.next_wave:
         problems = [t.id for t in st.tasks if t.state in status.STUCK]
-        step = (f"All launched tasks have ended. Next: review the done branches and merge them; "
-                f"look into {', '.join(problems)} (reason and log above, or `/parallel:status`); "
+        step = (f"All launched tasks have ended. Next: look into {', '.join(problems)} (reason and log "
+                "above, or `/parallel:status`); `/parallel:merge` merges the done branches (never those) "
+                "in dependency order, testing after each merge, and `/parallel:cleanup` then removes what "
+                "the run made; "
                 if problems else
-                "All tasks are done and verified. Next: review each branch and merge it (its commit "
-                "closes its issue); ")
+                "All tasks are done and verified. Next: `/parallel:merge` merges their branches in "
+                "dependency order, testing after each merge (each commit closes its issue), and "
+                "`/parallel:cleanup` then removes what the run made; ")
         lines.append(step + f"`/parallel:status` (or `{cli} status {run_id}`) shows the timeline and metrics.")
     return "\n".join(lines)

@@ -238,7 +238,7 @@ def test_all_done_names_the_next_step(hooks, project):
         done = completed_payload(f"toolu_{task}", report_text(task, issue, sha), agent_id=f"agent{task}")
         text = hooks.out("PostToolUse", done)["hookSpecificOutput"]["additionalContext"]
     assert "3 done, 0 failed, 0 unverified, 0 running, 0 pending (of 3)" in text
-    assert "All tasks are done and verified. Next: review each branch and merge it" in text
+    assert "All tasks are done and verified. Next: `/parallel:merge` merges their branches in dependency order" in text
     assert "/parallel:status" in text
 
 
