@@ -41,6 +41,8 @@ if str(ROOT) not in sys.path:
 from parallel_setup import pool, runs  # noqa: E402
 from parallel_setup.plans import parse_plan  # noqa: E402
 
+from benchmarks.trash import Trash  # noqa: E402
+
 PY_DEPS = ["six==1.16.0", "idna==3.7", "attrs==23.2.0", "packaging==24.0"]
 BUILD_BACKEND = "flit_core==3.9.0"
 NODE_DEPS = {"ms": "2.1.3", "kleur": "4.1.5", "is-number": "7.0.0", "picocolors": "1.0.1"}
@@ -114,22 +116,20 @@ def _plan(n: int, setup: str):
     return parse_plan(yaml.safe_dump(data), "plan.yaml", max_tasks=100)
 
 
-def _reset(repo: Path) -> None:
-    """Remove every worktree, branch and run of earlier cases (the pool too)."""
-    pool.clear(repo)
-    for line in _run(["git", "worktree", "list", "--porcelain"], repo).splitlines():
-        if line.startswith("worktree ") and Path(line[9:]) != repo:
-            subprocess.run(["git", "worktree", "remove", "--force", "--force", line[9:]], cwd=repo, capture_output=True)
+def _reset(repo: Path, trash: Trash) -> None:
+    """Put away every worktree, branch and run of earlier cases (the pool too): the folders go
+    to ``trash`` (deleting them would slow the next case's checkouts; benchmarks/trash.py)."""
+    trash.put(repo / "worktrees")  # the pool's slots live in worktrees/.pool
+    trash.put(repo / ".parallel")
     subprocess.run(["git", "worktree", "prune"], cwd=repo, capture_output=True)
     for b in _run(["git", "for-each-ref", "--format=%(refname:short)", "refs/heads/feature/"], repo).split():
         subprocess.run(["git", "branch", "-q", "-D", b], cwd=repo, capture_output=True)
-    shutil.rmtree(repo / ".parallel", ignore_errors=True)
-    shutil.rmtree(repo / "worktrees", ignore_errors=True)
 
 
-def measure(repo: Path, n: int, variant: str, env: Dict[str, str], check: Callable[[Path], None]) -> Dict[str, Any]:
+def measure(repo: Path, n: int, variant: str, env: Dict[str, str], check: Callable[[Path], None],
+            trash: Trash) -> Dict[str, Any]:
     """One case: N setups at once; seconds until the last is ready, and the fill's seconds."""
-    _reset(repo)
+    _reset(repo, trash)
     setup = "none" if variant == "no env" else "auto"
     fill_seconds = None
     saved = dict(os.environ)
@@ -158,7 +158,7 @@ def measure(repo: Path, n: int, variant: str, env: Dict[str, str], check: Callab
             "env_seconds_max": max((r["seconds"]["env"] or 0) for r in results), "failures": failures}
 
 
-def run_cases(work: Path, ns: Sequence[int], log) -> Dict[str, Any]:
+def run_cases(work: Path, ns: Sequence[int], log, trash: Trash) -> Dict[str, Any]:
     """Both projects, every N, the three variants; a project that cannot be built is reported, not fatal."""
     out: Dict[str, Any] = {"ns": list(ns), "cases": {}, "errors": {}}
     npm_env = dict(os.environ, npm_config_cache=str(CACHE / "npm-cache"), npm_config_update_notifier="false")
@@ -190,7 +190,7 @@ def run_cases(work: Path, ns: Sequence[int], log) -> Dict[str, Any]:
         for n in ns:
             for variant in ("no env", "warm", "cold"):
                 try:
-                    row = measure(repo, n, variant, env, check)
+                    row = measure(repo, n, variant, env, check, trash)
                 except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                     row = {"n": n, "variant": variant, "total": None, "failures": [str(e)[-500:]]}
                 rows.append(row)
@@ -198,7 +198,7 @@ def run_cases(work: Path, ns: Sequence[int], log) -> Dict[str, Any]:
                     + (f" (fill {row.get('fill_seconds')} s)" if row.get("fill_seconds") is not None else "")
                     + (f" FAILED: {row['failures'][:1]}" if row["failures"] else ""))
         out["cases"][name] = rows
-        _reset(repo)
+        _reset(repo, trash)
     return out
 
 

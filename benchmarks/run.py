@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:
 from parallel_setup import demo  # noqa: E402
 
 from benchmarks import env_cases  # noqa: E402
+from benchmarks.trash import Trash  # noqa: E402
 
 TARGETS = {
     "speedup_n20": 8.0,            # parallel vs traditional at N=20, 3 s per issue: at least
@@ -114,19 +115,33 @@ def estimate_seconds(configs: Sequence[Dict[str, Any]]) -> float:
 
 
 def filesystem(path: Path) -> str:
-    """The filesystem type holding ``path`` (from /proc/mounts), e.g. ``tmpfs`` or ``ext4``."""
+    """The filesystem type holding ``path`` (from /proc/mounts), e.g. ``tmpfs at /dev/shm`` or
+    ``ext4 at /``; an ext4 without a journal says so (``ext4 (no journal) at /``): there, files
+    created soon after many were deleted cost far more kernel time (benchmarks/trash.py)."""
     try:
         real = str(Path(path).resolve())
-        best, kind = "", "unknown"
+        best, kind, device = "", "unknown", ""
         with open("/proc/mounts", encoding="utf-8") as f:
             for line in f:
                 parts = line.split()
                 if len(parts) >= 3 and (real == parts[1] or real.startswith(parts[1].rstrip("/") + "/")) \
                         and len(parts[1]) > len(best):
-                    best, kind = parts[1], parts[2]
+                    device, best, kind = parts[0], parts[1], parts[2]
+        if kind == "ext4" and ext4_journal(device) is False:
+            kind = "ext4 (no journal)"
         return f"{kind} at {best}" if best else kind
     except OSError:
         return "unknown"
+
+
+def ext4_journal(device: str) -> Optional[bool]:
+    """Whether the ext4 on ``device`` (e.g. /dev/vda) has a journal; None when sysfs does not say."""
+    try:
+        name = os.path.basename(os.path.realpath(device))
+        with open(f"/sys/fs/ext4/{name}/journal_task", encoding="utf-8") as f:
+            return f.read().strip() != "<none>"
+    except OSError:
+        return None
 
 
 def default_workdir(tmpfs: bool = False) -> Path:
@@ -163,14 +178,18 @@ def loadavg() -> Optional[float]:
 
 
 def run_matrix(configs: List[Dict[str, Any]], reps: int, files: int, work: Path, mode: str,
-               log) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
-    """Every configuration ``reps`` times, interleaved so that drift hits all alike."""
+               log, trash: Trash) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """Every configuration ``reps`` times, interleaved so that drift hits all alike.
+
+    Each measurement's clone goes to ``trash``, not away: removing it would slow the next
+    one's checkouts on a journal-less ext4 (benchmarks/trash.py).
+    """
     t = time.time()
     demo.build_repository(work, files=files)
     bare = work / "scratch.git"
     repo_info = {"files": files, "build_seconds": round(time.time() - t, 2),
                  "tracked_files": len(demo._git(work / "scratch", "ls-files").stdout.splitlines())}
-    shutil.rmtree(work / "scratch", ignore_errors=True)
+    trash.put(work / "scratch")
     service = demo.open_service(mode, 0.0)
     rows: List[Dict[str, Any]] = []
     try:
@@ -181,7 +200,8 @@ def run_matrix(configs: List[Dict[str, Any]], reps: int, files: int, work: Path,
                 service.latency = c["latency"]
                 load0 = loadavg()
                 m = demo.measure_once(work, bare, c["approach"], c["n"], service, c["env_step"],
-                                      pool=c["pool"], batch=c["batch"])
+                                      pool=c["pool"], batch=c["batch"], keep=True)
+                trash.put(Path(m.extra["project"]))
                 row = m.as_dict()
                 row.update(rep=rep, key=config_key(c), load_before=load0, load_after=loadavg())
                 row["extra"].pop("issues", None)
@@ -225,7 +245,7 @@ def summarize(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
 # The other measurements
 
 
-def measure_spawn_and_render(work: Path, bare: Path, n: int = 20, reps: int = 5) -> Dict[str, Any]:
+def measure_spawn_and_render(work: Path, bare: Path, trash: Trash, n: int = 20, reps: int = 5) -> Dict[str, Any]:
     """Bytes per spawn (short reference vs full prompt) and the CLI render of ``n`` tasks.
 
     The render is timed as the main agent runs it: a new interpreter running
@@ -265,10 +285,10 @@ def measure_spawn_and_render(work: Path, bare: Path, n: int = 20, reps: int = 5)
             "execute_output_bytes": len(last_out.encode()),
         }
     finally:
-        shutil.rmtree(project, ignore_errors=True)
+        trash.put(project)
 
 
-def measure_bounds(work: Path, bare: Path, ns: Sequence[int]) -> List[Dict[str, Any]]:
+def measure_bounds(work: Path, bare: Path, ns: Sequence[int], trash: Trash) -> List[Dict[str, Any]]:
     """N concurrent ``git worktree add`` (no issues, no scripts): wall vs CPU time.
 
     On C cores, CPU seconds / wall seconds near C means the checkouts are CPU-bound;
@@ -295,8 +315,42 @@ def measure_bounds(work: Path, bare: Path, ns: Sequence[int]) -> List[Dict[str, 
                         "cpu": round(user + sys_, 3), "cpu_per_wall": round((user + sys_) / wall, 2) if wall else None,
                         "single_worktree": round(single, 3), "failed": failed, "load": loadavg()})
         finally:
-            shutil.rmtree(project, ignore_errors=True)
+            trash.put(project)
     return out
+
+
+def measure_after_delete(work: Path, bare: Path, n: int = 10, reps: int = 3) -> Dict[str, Any]:
+    """One ``git worktree add`` before and right after ``n`` worktrees were deleted.
+
+    Shows what benchmarks/trash.py avoids and what a user's next run meets after a clean-up
+    on this disk: on a journal-less ext4 the kernel scans past the freed inodes (kernel time
+    grows), on a journaled one nothing changes. Run last: its deletions skew what follows.
+    """
+    import resource
+
+    def one(project: Path, k: int) -> Tuple[float, float]:
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        subprocess.run(demo.worktree_command(k), cwd=project, check=True, capture_output=True)
+        wall = time.perf_counter() - t
+        return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime - r0.ru_stime
+
+    project = demo.clone(bare, work / f"after-delete-{time.time_ns()}")
+    try:
+        before = [one(project, 20_000 + k) for k in range(reps)]
+        for k in range(n):
+            subprocess.run(demo.worktree_command(30_000 + k), cwd=project, check=True, capture_output=True)
+        t = time.perf_counter()
+        for k in range(n):
+            shutil.rmtree(project / f"{demo.name_prefixes('github')[1]}{30_000 + k}")
+        delete_seconds = time.perf_counter() - t
+        after = [one(project, 40_000 + k) for k in range(reps)]
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
+    med = lambda xs: round(statistics.median(xs), 3)  # noqa: E731
+    return {"deleted_worktrees": n, "delete_seconds": round(delete_seconds, 3),
+            "before_wall": med([w for w, _ in before]), "before_sys": med([s for _, s in before]),
+            "after_wall": med([w for w, _ in after]), "after_sys": med([s for _, s in after]), "reps": reps}
 
 
 _HOOK_ROW = re.compile(r"^(?P<name>.+?)\s+(?P<p50>[\d.]+)\s+(?P<p95>[\d.]+)\s+(?P<x>[\d.]+)\s+(?P<over>[+-][\d.]+)\s*(?P<ok>ok|OVER)?\s*$")
@@ -433,6 +487,19 @@ def markdown(summary: Dict[str, Dict[str, Any]], result: Dict[str, Any]) -> str:
         for b in bounds:
             lines.append(f"| {b['n']} | {b['wall']:.2f} | {b['user']:.2f} | {b['sys']:.2f} | {b['cpu_per_wall']} | "
                          f"{b['single_worktree']:.2f} |")
+        lines.append("")
+    ad = result.get("after_delete") or {}
+    if ad:
+        lines.append(f"## One checkout before and right after deleting {ad['deleted_worktrees']} worktrees "
+                     f"({result.get('workdir_fs', '')})")
+        lines.append("")
+        lines.append(f"Before: {ad['before_wall']:.2f} s ({ad['before_sys']:.2f} s of kernel time); right after "
+                     f"deleting them ({ad['delete_seconds']:.2f} s): {ad['after_wall']:.2f} s ({ad['after_sys']:.2f} s of "
+                     f"kernel time); median of {ad['reps']}. On an ext4 without a journal the kernel scans past the "
+                     "inodes freed in the last minutes, so the measurements above never delete anything until the "
+                     "benchmark ends (benchmarks/trash.py)"
+                     + (f"; the disk ran short and the trash was emptied {result['trash_emptied_early']} time(s) "
+                        "during the run" if result.get("trash_emptied_early") else "") + ".")
         lines.append("")
     sr = result.get("spawn_render") or {}
     if sr:
@@ -603,24 +670,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     base.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="parallel-bench-", dir=base))
     log(f"work folder: {work} ({filesystem(work)})")
+    trash = Trash(work / ".trash")
     started = time.time()
     try:
-        rows, repo_info = run_matrix(configs, reps, files, work, mode, log)
+        rows, repo_info = run_matrix(configs, reps, files, work, mode, log, trash)
         summary = summarize(rows)
         extras: Dict[str, Any] = {}
         if not args.skip_extras:
             demo.build_repository(work / "extras", files=files)
-            bare = work / "extras" / "scratch.git"
+            bare = extras_bare = work / "extras" / "scratch.git"
             log("spawn bytes and render time ...")
-            extras["spawn_render"] = measure_spawn_and_render(work, bare, n=20, reps=3 if quick else 7)
+            extras["spawn_render"] = measure_spawn_and_render(work, bare, trash, n=20, reps=3 if quick else 7)
             log("bounds: concurrent worktree checkouts ...")
-            extras["bounds"] = measure_bounds(work, bare, ns)
+            extras["bounds"] = measure_bounds(work, bare, ns, trash)
             disk_base = default_workdir(tmpfs=not args.tmpfs)  # the other kind of disk, for comparison
             if filesystem(disk_base) != filesystem(work):
                 disk = Path(tempfile.mkdtemp(prefix="parallel-bench-disk-", dir=disk_base))
                 try:
                     log(f"bounds on {disk} ({filesystem(disk)}) ...")
-                    extras["bounds_disk"] = measure_bounds(disk, bare, ns)
+                    disk_trash = Trash(disk / ".trash")
+                    extras["bounds_disk"] = measure_bounds(disk, bare, ns, disk_trash)
                     extras["bounds_disk_fs"] = filesystem(disk)
                 finally:
                     shutil.rmtree(disk, ignore_errors=True)
@@ -630,14 +699,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         if env_ns and not args.no_env_cases:
             log(f"environment cases, N in {env_ns} ...")
             load0 = loadavg()
-            extras["env_cases"] = env_cases.run_cases(work / "env", env_ns, log)
+            extras["env_cases"] = env_cases.run_cases(work / "env", env_ns, log, trash)
             extras["env_cases"]["load"] = [load0, loadavg()]
+        if not args.skip_extras:
+            log("one checkout before and after deleting 10 worktrees ...")
+            extras["after_delete"] = measure_after_delete(work, extras_bare)
         result = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
             "seconds": round(time.time() - started, 1), "quick": quick, "reps": reps, "ns": ns,
             "latencies": latencies, "env_steps": env_steps, "env_step_command": demo.ENV_STEP,
             "mode": mode, "mode_reason": reason, "machine": demo.machine_info(),
-            "workdir_fs": filesystem(work),
+            "workdir_fs": filesystem(work), "trash_emptied_early": trash.emptied_early,
             "platform": platform.platform(), "repository": repo_info,
             "summary": summary, "rows": rows, **extras,
             "skipped_note": ("Not run (they follow from the runs above): traditional with an environment step "

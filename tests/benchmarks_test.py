@@ -42,6 +42,9 @@ def test_quick_benchmark_writes_table_json_and_svg(tmp_path):
     assert sr["render_median"] > sr["bare_python_median"] > 0
     assert [b["n"] for b in result["bounds"]] == [1, 2] and all(b["failed"] == 0 for b in result["bounds"])
     assert result["machine"]["cpus"] >= 1
+    ad = result["after_delete"]  # one checkout before and after deleting worktrees, measured last
+    assert ad["deleted_worktrees"] == 10 and ad["before_wall"] > 0 and ad["after_wall"] > 0
+    assert result["trash_emptied_early"] == 0 and " at " in result["workdir_fs"]
 
     md = (out / "results.md").read_text(encoding="utf-8")
     assert "| approach | N=1 | N=2 |" in md and "| parallel+pool |" in md and "## Targets" in md
@@ -74,7 +77,9 @@ def test_the_chart_uses_a_log_scale_and_drops_single_points():
 
 def test_env_cases_measure_cold_warm_and_no_env_and_run_the_projects_tests(tmp_path):
     from benchmarks import env_cases
-    result = env_cases.run_cases(tmp_path, [1], log=lambda m: None)
+    from benchmarks.trash import Trash
+    trash = Trash(tmp_path / ".trash")
+    result = env_cases.run_cases(tmp_path, [1], log=lambda m: None, trash=trash)
     if set(result["errors"]) == {"python", "node"}:
         pytest.skip(f"neither project could be built (PyPI and npm unreachable?): {result['errors']}")
     for name, rows in result["cases"].items():
@@ -86,6 +91,37 @@ def test_env_cases_measure_cold_warm_and_no_env_and_run_the_projects_tests(tmp_p
     names = [t["name"] for t in env_cases.targets(result)]
     assert len(names) == 2 * len(result["cases"]) and all(t["value"] for t in env_cases.targets(result))
     assert "| warm |" in "\n".join(env_cases.markdown(result))
+    assert trash.count > 0 and not any((tmp_path / name / "worktrees").exists() for name in ("pyapp", "nodeapp"))
+
+
+def test_the_trash_keeps_folders_until_emptied_and_empties_early_when_the_disk_runs_short(tmp_path):
+    from benchmarks.trash import Trash
+    for name in ("a", "b"):
+        (tmp_path / name / "sub").mkdir(parents=True)
+        (tmp_path / name / "sub" / "f").write_text("x")
+    trash = Trash(tmp_path / ".trash")
+    trash.put(tmp_path / "a")
+    trash.put(tmp_path / "missing")  # nothing there: nothing to do
+    assert not (tmp_path / "a").exists() and trash.count == 1 and trash.emptied_early == 0
+    assert [p.name for p in (tmp_path / ".trash").iterdir()] == ["00001-a"]  # renamed, not deleted
+    assert (tmp_path / ".trash" / "00001-a" / "sub" / "f").read_text() == "x"
+    short = Trash(tmp_path / ".trash2", min_free_bytes=1 << 62)  # no disk has that much free
+    short.put(tmp_path / "b")
+    assert short.emptied_early == 1 and not (tmp_path / ".trash2").exists() and not (tmp_path / "b").exists()
+    trash.empty()
+    assert not (tmp_path / ".trash").exists()
+
+
+def test_the_file_system_is_named_and_an_ext4_journal_is_read_from_sysfs(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import run as bench
+    assert " at /" in bench.filesystem(tmp_path)
+    assert bench.ext4_journal("/dev/no-such-device") is None
+    for line in Path("/proc/mounts").read_text().splitlines():
+        dev, mount, kind = line.split()[:3]
+        if kind == "ext4" and bench.ext4_journal(dev) is not None:  # a real ext4 here: its verdict is shown
+            journal = bench.ext4_journal(dev)
+            assert bench.filesystem(Path(mount)) == ("ext4" if journal else "ext4 (no journal)") + f" at {mount}"
 
 
 def test_the_env_chart_has_a_line_per_project_and_variant():
