@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
-from . import events
+from . import events, trusted
 from .disk import disk_usage, human_size
 from .errors import FatalError
 from .ownership import task_ownership
@@ -635,6 +635,9 @@ def apply(run, plan: CleanupPlan, *, log=None) -> List[StepResult]:
     if not any(r.ok and r.step.kind == "logs" for r in results):
         _record(run, results)
         _release_shared(project, run.id, plan)
+    forgotten = trusted.prune_setups()  # after the logs step: a purged run's scripts are gone now
+    if forgotten:
+        plan.notes.append(f"forgot the permission hook's records of {forgotten} setup script(s) that are gone")
     return results
 
 

@@ -8,6 +8,7 @@ such a write needs the user's approval:
 * ``setup-digests/<sha256>``: one per setup script ``execute`` rendered, named by the digest
   of the script and the plan's setup command beside it (``env-setup.sh``, which it runs),
   holding the script's real path. A script changed after execute wrote it is not approved.
+  Cleanup forgets the records whose script is gone or changed (``prune_setups``).
 * ``opt-in/<sha256 of the project's real path>``: written by ``parallel-setup permissions
   on``, removed by ``off``. ``.parallel/permissions.json`` alone (written by anyone) does
   not turn the opt-in on.
@@ -62,6 +63,48 @@ def setup_is_recorded(setup_path: str) -> bool:
     return _holds(os.path.join(state_dir("setup-digests"), value), os.path.realpath(setup_path))
 
 
+def prune_setups() -> int:
+    """Forget the records whose script is gone or changed (a run purged or deleted by hand), and
+    temporary files a killed writer left: a record lives as long as the script it names. The
+    number of records removed. Cleanup calls it."""
+    folder = state_dir("setup-digests")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        path = os.path.join(folder, name)
+        if name.endswith(".tmp"):
+            _unlink_if_old(path)
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                script = f.read().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if digest(os.path.dirname(script)) != name and _unlink(path):
+            removed += 1
+    return removed
+
+
+def _unlink(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+
+
+def _unlink_if_old(path: str, seconds: float = 3600) -> None:
+    import time
+    try:
+        if os.stat(path).st_mtime < time.time() - seconds:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
 def _opt_in_path(project) -> tuple[str, str]:
     real = os.path.realpath(os.fspath(project))
     return os.path.join(state_dir("opt-in"), hashlib.sha256(real.encode()).hexdigest()), real
@@ -72,10 +115,7 @@ def record_opt_in(project, on: bool) -> None:
     if on:
         _write(path, real)
     else:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        _unlink(path)
 
 
 def opt_in_recorded(project) -> bool:

@@ -210,14 +210,16 @@ def test_a_running_task_is_kept_unless_asked(fin):
             if s.task == "unpushed"] == ["archive", "worktree", "branch"]
 
 
-def test_all_merged_cleans_only_runs_whose_tasks_are_all_merged(fin, capsys):
+def test_all_merged_cleans_only_runs_whose_tasks_are_all_merged(fin, capsys, tmp_path, monkeypatch):
     p = fin.project
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # only the second run's record is there
     other = finished_run_all_merged(p)
     assert main(["-C", str(p), "cleanup", "--all-merged", "--purge-logs"]) == 0
     out = capsys.readouterr().out
     assert f"Not cleaned: {fin.run.id}: task dirty's branch feature/local-1 is not merged into the base" in out
     assert f"Cleanup of run {other.id}" in out
     assert not other.dir.exists()  # --purge-logs: nothing of it was kept
+    assert "Note: forgot the permission hook's records of 1 setup script(s) that are gone\n" in out
     assert "feature/local-7" not in branches(p)
     assert (fin.run.dir / "run.json").exists() and (p / "worktrees" / "local-1").exists()
     assert main(["-C", str(p), "cleanup", fin.run.id, "--purge-logs"]) == 0
