@@ -234,6 +234,11 @@ def write_resolver(run_: runs.Run, result: merge.TrainResult) -> dict:
                            tests=result.tests, states=runs.task_states(run_))
     text = render(make_environment(run_.project), "merge-conflict.md.j2", **ctx)
     runs._write_atomic(path, text)
+    # What the permission hook lets the resolver do when the repository opted in
+    # (hooks/permissions.py, resolver_scope): work in this worktree, run these tests.
+    runs._write_atomic(path.with_suffix(".json"), json.dumps(
+        {"run": run_.id, "task": s.task, "worktree": result.worktree, "branch": result.branch,
+         "tests": list(result.tests)}, indent=1) + "\n")
     call = {"description": f"resolve merge {s.task or ''}".strip(), "subagent_type": RESOLVER_TYPE,
             "prompt": f"Parallel merge: read {run_.relative(path)} and follow it exactly.",
             "run_in_background": False}  # the train continues only after the resolver is done

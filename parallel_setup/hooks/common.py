@@ -22,6 +22,8 @@ from .. import events
 REF_RE = re.compile(r"\.parallel/runs/([A-Za-z0-9._-]+)/tasks/([A-Za-z0-9._-]+)/")
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 AGENT_TYPE = "parallel-task-executor"
+#: The merge train's resolver (agents/parallel-merge-resolver.md; hooks/resolver.py).
+RESOLVER_TYPE = "parallel-merge-resolver"
 AGENT_TOOLS = ("Agent", "Task")
 
 #: The run the current hook works on, for the error log (see errors.py).

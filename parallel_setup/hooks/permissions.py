@@ -21,6 +21,11 @@ What this hook answers (everything else gets no decision, so the user's own rule
   [-u] origin <its branch>``, ``git status``/``git log``/``git rev-parse HEAD``/``git diff``,
   ``gh issue comment <its issue> [-R <run's repository>] --body ...|--body-file -`` (a
   quoted here-document is allowed as that command's standard input).
+  The merge train's resolver subagent, the same way, while it works on the stop it was
+  spawned for: files inside the integration worktree ``worktrees/merge-<run>`` that stop
+  names (``merge/resolve-<task>.json``), the train's test commands, ``git add``, ``git
+  commit -m``/``-am``, and reading history (``git log``/``diff``/``show``/``status`` of any
+  ref or path); never a push, a comment, or anything that moves a branch.
 * **A guard**: Edit/Write of the files these approvals trust (``.parallel/runs/**``,
   ``.parallel/permissions.json``) asks the user, unless the session bypasses permissions.
 
@@ -37,7 +42,7 @@ import re
 import stat
 import time
 
-from .common import AGENT_TYPE, Ctx, join, load_json, safe_id
+from .common import AGENT_TYPE, RESOLVER_TYPE, Ctx, join, load_json, safe_id
 
 #: The repository's opt-in (per machine: .parallel/ is excluded from git).
 OPT_IN = os.path.join(".parallel", "permissions.json")
@@ -53,6 +58,11 @@ SETUP_RE = r"bash[ \t]+(?:'([^']+)'|([A-Za-z0-9_@%+=:,./-]+))[ \t]*"
 HEREDOC_RE = (r"(?s)(?P<head>[^\n]*?)[ \t]*<<[ \t]*(?P<q>['\"])(?P<delim>[A-Za-z_][A-Za-z0-9_]*)(?P=q)\n"
               r"(?P<body>(?:.*\n)?)(?P=delim)\n?")
 CD_RE = r"cd[ \t]+('[^']+'|[A-Za-z0-9_@%+=:,./-]+)[ \t]+&&[ \t]+"
+#: The flags the resolver may give git log/diff/show/status besides refs and paths (none writes a
+#: file or runs a program: no --output, --ext-diff or --textconv).
+RESOLVER_READ_FLAGS = {"-p", "--patch", "--stat", "--oneline", "--name-only", "--name-status", "--cached",
+                       "--staged", "--", "-s", "--short", "--porcelain", "-b", "--merge", "--cc", "--no-color",
+                       "-1", "-3", "-5", "-10", "-20"}
 GIT_READ = {"status": {"-s", "--short", "--porcelain", "-b", "--branch"},
             "log": {"--oneline", "-1", "-3", "-5", "-10", "--stat"},
             "diff": {"--stat", "--cached", "--staged", "--name-only"}}
@@ -179,7 +189,10 @@ def guarded(ctx: Ctx, path: str) -> bool:
 def work_scope(ctx: Ctx):
     """What the calling subagent may do: its task's worktree, branch, issue and test, or None."""
     agent_id = safe_id(ctx.get("agent_id"))
-    if agent_id is None or AGENT_TYPE not in (ctx.get("agent_type") or ""):
+    agent_type = ctx.get("agent_type") or ""
+    if agent_id is not None and RESOLVER_TYPE in agent_type:
+        return resolver_scope(ctx, agent_id)
+    if agent_id is None or AGENT_TYPE not in agent_type:
         return None
     known = ctx.find_agent(agent_id)
     if known is None or not known[1]:
@@ -194,16 +207,48 @@ def work_scope(ctx: Ctx):
     if setup.get("status") != "ok" or setup.get("task") != task or setup.get("run") != run:
         return None
     worktree = setup.get("worktree")
+    real = worktree_real(ctx, worktree)
+    if real is None:
+        return None
+    test = task_test(info, task)
+    return {"run": run, "task": task, "worktree": worktree, "real": real, "branch": setup.get("branch"),
+            "issue": setup.get("issue"), "repository": info.get("repository"),
+            "local_issue": local_issue_file(ctx.project, info, setup.get("issue")),
+            "tests": [test] if test else [], "resolver": False}
+
+
+def worktree_real(ctx: Ctx, worktree):
+    """The real path of a worktree a scope names, or None when it is not one to work in."""
     if not isinstance(worktree, str) or not os.path.isabs(worktree) or not os.path.isdir(worktree):
         return None
     real = os.path.realpath(worktree)
     project = os.path.realpath(ctx.project)
     if real in ("/", project) or (project + os.sep).startswith(real + os.sep):
         return None  # the worktree must never be the main checkout or hold it
-    return {"run": run, "task": task, "worktree": worktree, "real": real, "branch": setup.get("branch"),
-            "issue": setup.get("issue"), "repository": info.get("repository"),
-            "local_issue": local_issue_file(ctx.project, info, setup.get("issue")),
-            "test": task_test(info, task)}
+    return real
+
+
+def resolver_scope(ctx: Ctx, agent_id: str):
+    """The merge resolver's: the integration worktree of the stop it was spawned for (hooks/resolver.py
+    links it at SubagentStart and unlinks it at SubagentStop), and the train's tests."""
+    found = ctx.find_marker("resolver", agent_id)
+    if found is None:
+        return None
+    run, name = found
+    if safe_id(name) is None or not name.startswith("resolve-"):
+        return None
+    data = load_json(join(ctx.run_dir(run), "merge", name + ".json"))
+    if not isinstance(data, dict) or data.get("run") != run:
+        return None
+    worktree = data.get("worktree")
+    real = worktree_real(ctx, worktree)
+    # Only the train's own worktree, worktrees/merge-<run> of this project (as merge.py makes it).
+    if real is None or real != join(os.path.realpath(ctx.project), "worktrees", f"merge-{run}"):
+        return None
+    tests = data.get("tests") if isinstance(data.get("tests"), list) else []
+    return {"run": run, "task": name, "worktree": worktree, "real": real, "branch": None, "issue": None,
+            "repository": None, "local_issue": None, "resolver": True,
+            "tests": [t.strip() for t in tests if isinstance(t, str) and t.strip()]}
 
 
 def local_issue_file(project: str, info: dict, issue):
@@ -244,7 +289,13 @@ def approve_work_file(ctx: Ctx, tool: str, path: str):
         return decision("allow", f"parallel: {tool} of the local issue of task {scope['task']} (opt-in)")
     if not inside(scope, path):
         return None
-    return decision("allow", f"parallel: {tool} inside the worktree of task {scope['task']} (opt-in)")
+    return decision("allow", f"parallel: {tool} inside {whose(scope)} (opt-in)")
+
+
+def whose(scope: dict) -> str:
+    if scope["resolver"]:
+        return f"the merge train's worktree of run {scope['run']}"
+    return f"the worktree of task {scope['task']}"
 
 
 def approve_work_bash(ctx: Ctx, command: str):
@@ -252,6 +303,8 @@ def approve_work_bash(ctx: Ctx, command: str):
     if scope is None:
         return None
     if ok_work_command(scope, command):
+        if scope["resolver"]:
+            return decision("allow", f"parallel: the merge resolver's work in {whose(scope)} (opt-in)")
         return decision("allow", f"parallel: work of task {scope['task']} in its worktree (opt-in)")
     return None
 
@@ -274,15 +327,16 @@ def ok_work_command(scope: dict, command: str) -> bool:
             os.path.realpath(target) != scope["real"]:
         return False
     rest = command[head.end():]
-    if stdin_body is None and scope["test"] and rest == scope["test"]:
+    if stdin_body is None and rest in scope["tests"]:
         return True
     segments = split_command(rest)
     if not segments:
         return False
-    test_words = split_command(scope["test"]) if scope["test"] else None
+    # A test command that is one simple command may also be one of the && commands.
+    single_tests = [words[0] for words in map(split_command, scope["tests"]) if words and len(words) == 1]
     for i, words in enumerate(segments):
         last = i == len(segments) - 1  # a here-document is the last command's standard input
-        if test_words and len(test_words) == 1 and words == test_words[0] and stdin_body is None:
+        if words in single_tests and stdin_body is None:
             continue
         if not ok_segment(scope, words, reads_stdin=stdin_body is not None and last):
             return False
@@ -307,11 +361,11 @@ def ok_git(scope: dict, sub: str, args: list) -> bool:
         i, messages = 0, 0
         while i < len(args):
             a = args[i]
-            if a in ("-m", "--message") and i + 1 < len(args):
+            if (a in ("-m", "--message") or a == "-am" and scope["resolver"]) and i + 1 < len(args):
                 messages += 1
                 i += 2
                 continue
-            if a in ("-q", "--quiet"):
+            if a in ("-q", "--quiet") or a in ("-a", "--all") and scope["resolver"]:
                 i += 1
                 continue
             if a.startswith("--message=") or (a.startswith("-m") and len(a) > 2):
@@ -325,6 +379,8 @@ def ok_git(scope: dict, sub: str, args: list) -> bool:
         return bool(scope["branch"]) and rest == ["origin", scope["branch"]]
     if sub == "rev-parse":
         return args == ["HEAD"]
+    if scope["resolver"] and sub in ("log", "diff", "show", "status"):
+        return all(a in RESOLVER_READ_FLAGS or not a.startswith("-") for a in args)  # refs and paths
     if sub in GIT_READ:
         return all(a in GIT_READ[sub] for a in args)
     return False

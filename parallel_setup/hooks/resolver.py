@@ -1,8 +1,11 @@
-"""PreToolUse on Agent|Task, for the merge train's resolver: expand its short reference.
+"""The merge train's resolver subagent: expand its short reference, and know it while it works.
 
-``parallel-setup merge`` writes ``.parallel/runs/<run>/merge/resolve-<task>.md`` when the train
-stops and prints an Agent call whose prompt names that file; this swaps the file's content in,
-as ``spawn.py`` does for a task's ``prompt.md``.
+``parallel-setup merge`` writes ``.parallel/runs/<run>/merge/resolve-<task>.md`` (and, beside
+it, ``resolve-<task>.json``: its worktree, branch and tests) when the train stops, and prints
+an Agent call whose prompt names that file. PreToolUse swaps the file's content in, as
+``spawn.py`` does for a task's ``prompt.md``, and leaves a ``resolver-pending`` marker; the
+resolver's SubagentStart takes it (``resolver-<agent id>`` names the stop it resolves, which
+is how the permission hook's opt-in knows its worktree), and its SubagentStop drops it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def expand_resolver(ctx: Ctx, tool_input: dict, prompt: str):
     except (OSError, UnicodeDecodeError):
         return None
     ctx.use_run(run)
+    ctx.write_marker(run, "resolver-pending", "next", name)  # the next resolver to start resolves this stop
     ctx.record(run, "merge_resolver", None, tool_use_id=safe_id(ctx.get("tool_use_id")),
                resolves=name[len("resolve-"):], prompt_bytes=len(full.encode("utf-8")))
     updated = dict(tool_input)
@@ -44,3 +48,26 @@ def expand_resolver(ctx: Ctx, tool_input: dict, prompt: str):
     return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "allow",
                                    "permissionDecisionReason": f"parallel: merge resolver of run {run}",
                                    "updatedInput": updated}}
+
+
+def resolver_started(ctx: Ctx, agent_id: str) -> None:
+    """SubagentStart of a resolver: it resolves the stop whose prompt was expanded last."""
+    for run in ctx.run_ids():
+        path = ctx.marker(run, "resolver-pending", "next")
+        try:
+            with open(path, encoding="utf-8") as f:
+                name = f.read().strip()
+            os.unlink(path)  # one resolver per expansion
+        except OSError:
+            continue
+        if safe_id(name) and name.startswith("resolve-"):
+            ctx.write_marker(run, "resolver", agent_id, name)
+            ctx.use_run(run)
+        return
+
+
+def resolver_stopped(ctx: Ctx, agent_id: str) -> None:
+    """SubagentStop of a resolver: nothing is approved for it any more."""
+    found = ctx.find_marker("resolver", agent_id)
+    if found is not None:
+        ctx.drop_marker(found[0], "resolver", agent_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from .common import AGENT_TYPE, Ctx, safe_id
+from .common import AGENT_TYPE, RESOLVER_TYPE, Ctx, safe_id
 
 
 def subagent_start(ctx: Ctx):
@@ -18,6 +18,9 @@ def subagent_start(ctx: Ctx):
     if agent_id is None:
         return None
     agent_type = ctx.get("agent_type") or ""
+    if RESOLVER_TYPE in agent_type:
+        from .resolver import resolver_started
+        return resolver_started(ctx, agent_id)
     known = ctx.find_agent(agent_id)
     if known is not None:
         run, task = known
@@ -36,6 +39,9 @@ def subagent_start(ctx: Ctx):
 def subagent_stop(ctx: Ctx):
     from .report import ingest, locate, parse_report, transcript_head
     agent_id = safe_id(ctx.get("agent_id"))
+    if agent_id and RESOLVER_TYPE in (ctx.get("agent_type") or ""):
+        from .resolver import resolver_stopped
+        return resolver_stopped(ctx, agent_id)
     text = ctx.get("last_assistant_message") or ""
     known = ctx.find_agent(agent_id) if agent_id else None
     report, problem = parse_report(text)

@@ -223,6 +223,23 @@ def test_execute_records_what_it_renders(tmp_path, monkeypatch, capsys):
     assert not trusted.setup_is_recorded(str(script))
 
 
+def test_records_live_as_long_as_their_script(project, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    render_setups(project)
+    alpha, beta, gamma = (setup_path(project, t) for t in ("alpha", "beta", "gamma"))
+    folder = Path(trusted.state_dir("setup-digests"))
+    (folder / "x.4242.tmp").write_text("left by a killed writer")
+    os.utime(folder / "x.4242.tmp", (1, 1))
+    assert trusted.prune_setups() == 0  # every script is still what was recorded
+    assert not (folder / "x.4242.tmp").exists() and len(os.listdir(folder)) == 3
+    beta.unlink()  # its run purged
+    gamma.write_text(gamma.read_text() + "# changed\n")  # no longer what execute rendered
+    assert trusted.prune_setups() == 2
+    assert trusted.setup_is_recorded(str(alpha)) and len(os.listdir(folder)) == 1
+    beta.write_text("#!/usr/bin/env bash\necho setup beta\n")  # the same bytes again: not re-approved
+    assert not trusted.setup_is_recorded(str(beta))
+
+
 def test_a_world_writable_setup_script_is_not_approved(hooks, project):
     render_setups(project)
     setup_path(project).chmod(0o777)
@@ -318,6 +335,7 @@ HOSTILE_WORK = [
     "git add ~/x",
     "git add $HOME",
     "git commit -a -m x",
+    "git commit -am x",
     "git commit --no-verify -m x",
     "git commit -m \"$(id)\"",
     "git commit -m \"`id`\"",
