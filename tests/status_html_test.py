@@ -70,3 +70,28 @@ def test_chromium_screenshot(tmp_path, page):
     assert proc.returncode == 0, proc.stderr
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000
+
+
+def test_the_page_lists_the_problems_status_names_refused_calls_included(tmp_path, monkeypatch):
+    from parallel_setup import events
+    from parallel_setup.commands.status import problems, render_text
+    project = pinned_synthetic_project(tmp_path, monkeypatch)
+    run_dir = project / ".parallel" / "runs" / RUN_ID
+    done = status.load_run(project, RUN_ID).tasks[0]
+    assert done.state == "done"
+    events.append_event(run_dir, "permission_denied", task=done.id, tool="Bash",
+                        command="cd /w && git commit -m '<x> & y'")
+    st = status.load_run(project, RUN_ID)
+    path = tmp_path / "timeline.html"
+    path.write_text(render_html(st), encoding="utf-8")
+    proc = chromium(tmp_path, "--dump-dom", path.as_uri())
+    assert proc.returncode == 0, proc.stderr
+    table = re.search(r'<table id="problems">(.*?)</table>', proc.stdout, re.S).group(1)
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]]
+    expected = [[t.id, t.state, why.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"), log or "-"]
+                for t, why, log in problems(st)]
+    assert rows == expected and len(rows) >= 3  # the refused call, the failed setup, the unverified task
+    assert [r[0] for r in rows][:1] == [done.id]
+    assert rows[0][2] == "permission denied: Bash `cd /w &amp;&amp; git commit -m '&lt;x&gt; &amp; y'`"
+    for t, why, _ in problems(st):  # the text names the same
+        assert why in render_text(st)

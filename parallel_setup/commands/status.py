@@ -193,22 +193,33 @@ def render_text(st: status.RunStatus, width: int = 100) -> str:
         out.append("  sequential estimate  n/a (no measured setup yet)")
     out += [""] + render_timeline(st, width)
     out += merge_view.text_lines(st.project, st.id)
-    problems = [t for t in st.tasks if t.state in status.STUCK or t.permission_denials]
-    if problems:
+    found = problems(st)
+    if found:
         out += ["", "Problems (what to run: README, \"Recovering a task\")"]
-        for t in problems:
-            why = ("; ".join(t.failed_claims) or t.reason or "not verified") if t.state == "unverified" \
-                else t.reason or "no reason recorded"
-            if t.state not in status.STUCK:
-                why = ""
-            if t.permission_denials:
-                why = status.denials_text(t) + (f"; {why}" if why else "")
+        for t, why, log in found:
             head = t.id if why.startswith("setup failed") else f"{t.id} {status.STATE_WORDS.get(t.state, t.state)}:"
-            out.append(f"  {head} {why}"
-                       + (f" (log {t.log})" if t.log and t.state in ("failed", "setup_failed") else ""))
+            out.append(f"  {head} {why}" + (f" (log {log})" if log else ""))
     if st.next_wave:
         out += ["", f"Next wave ready: {', '.join(st.next_wave)} (parallel-setup execute --run {st.id})"]
     return "\n".join(out) + "\n"
+
+
+def problems(st: status.RunStatus) -> list[tuple[status.TaskStatus, str, str | None]]:
+    """(task, why, log) of each task that needs the user: stuck, or a call of it was refused.
+    The text's Problems section and the page's show exactly these."""
+    found = []
+    for t in st.tasks:
+        if t.state not in status.STUCK and not t.permission_denials:
+            continue
+        why = ""
+        if t.state == "unverified":
+            why = "; ".join(t.failed_claims) or t.reason or "not verified"
+        elif t.state in status.STUCK:
+            why = t.reason or "no reason recorded"
+        if t.permission_denials:
+            why = status.denials_text(t) + (f"; {why}" if why else "")
+        found.append((t, why, t.log if t.log and t.state in ("failed", "setup_failed") else None))
+    return found
 
 
 def _segments(t: status.TaskStatus, elapsed: float) -> list[tuple[str, float, float]]:
@@ -342,6 +353,13 @@ def render_html(st: status.RunStatus) -> str:
         + "".join(f"<td>{_s(t.steps.get(n, {}).get('seconds'))}</td>" for n in status.STEPS)
         + f"<td>{_s(t.setup_seconds)}</td><td>{_s(t.work_seconds)}</td><td>{_s(t.total_seconds)}</td></tr>"
         for t in st.tasks)
+    problem_rows = "".join(
+        f"<tr><td>{html.escape(t.id)}</td><td class=\"state-{t.state}\">{t.state}</td><td>{html.escape(why)}</td>"
+        f"<td>{html.escape(log or '-')}</td></tr>" for t, why, log in problems(st))
+    problem_section = (
+        '<h2>Problems</h2>\n<p>What to run: the README, "Recovering a task".</p>\n'
+        f'<table id="problems"><tr><th>task</th><th>state</th><th>what happened</th><th>log</th></tr>{problem_rows}'
+        "</table>\n") if problem_rows else ""
     c = st.counts
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>parallel run {html.escape(st.id)}</title>
@@ -362,6 +380,6 @@ th, td {{ padding: 3px 10px; border-bottom: 1px solid #eee; text-align: left; }}
 <h2>Tasks</h2>
 <table id="tasks"><tr><th>task</th><th>issue</th><th>branch</th><th>state</th><th>issue s</th><th>worktree s</th>
 <th>env s</th><th>setup s</th><th>work s</th><th>total s</th></tr>{task_rows}</table>
-{merge_view.html_section(st.project, st.id)}
+{problem_section}{merge_view.html_section(st.project, st.id)}
 </body></html>
 """
