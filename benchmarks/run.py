@@ -148,10 +148,10 @@ def default_workdir(tmpfs: bool = False) -> Path:
     """The disk users have: the temporary folder when it is on the project's own file system, else
     a folder beside the project. ``tmpfs``: /dev/shm (when it exists with 4 GB free), only when asked.
 
-    Disks differ more than tmpfs suggests: measured on this machine kind, ``git worktree add``
-    of a 2,000-file repository took 0.15 s on tmpfs, 0.20 s on a fresh ext4 and 2.8 s of CPU
-    on a long-used root ext4 disk (ext4 scans past recently deleted inodes). The report
-    names the file system it measured on.
+    Disks differ more than tmpfs suggests: on this machine kind's root disk, an ext4 without a
+    journal, ``git worktree add`` of a 2,000-file repository costs about 0.13 s of kernel time,
+    and about 1 s right after thousands of files were deleted (the kernel scans past inodes
+    freed in the last minutes; benchmarks/trash.py). The report names the file system.
     """
     if tmpfs:
         shm = Path("/dev/shm")
