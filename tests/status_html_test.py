@@ -95,3 +95,22 @@ def test_the_page_lists_the_problems_status_names_refused_calls_included(tmp_pat
     assert rows[0][2] == "permission denied: Bash `cd /w &amp;&amp; git commit -m '&lt;x&gt; &amp; y'`"
     for t, why, _ in problems(st):  # the text names the same
         assert why in render_text(st)
+
+
+def test_a_reason_of_many_lines_is_one_problem_line(tmp_path, monkeypatch):
+    from parallel_setup import events
+    from parallel_setup.commands.status import problems, render_text
+    project = pinned_synthetic_project(tmp_path, monkeypatch)
+    run_dir = project / ".parallel" / "runs" / RUN_ID
+    st = status.load_run(project, RUN_ID)
+    running = next(t for t in st.tasks if t.state == "running")
+    reason = "Exit code 128\nAuthor identity unknown\n\n*** Please tell me who you are.\n" + "x" * 600
+    events.append_event(run_dir, "task_end", task=running.id, state="failed", reason=reason, failed_claims=[],
+                        notes=[], log=None, facts={}, via="test")
+    st = status.load_run(project, RUN_ID)
+    (why,) = [w for t, w, _ in problems(st) if t.id == running.id]
+    assert why.startswith("Exit code 128 Author identity unknown *** Please tell me who you are. xxx")
+    assert "\n" not in why and len(why) == 400 and why.endswith("~")
+    line = next(l for l in render_text(st).splitlines() if l.startswith(f"  {running.id} "))
+    assert f"failed: {why}" in line  # then the log
+    assert status.load_run(project, RUN_ID).task(running.id).reason == reason  # --json keeps all of it

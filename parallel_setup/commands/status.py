@@ -218,6 +218,8 @@ def problems(st: status.RunStatus) -> list[tuple[status.TaskStatus, str, str | N
             why = t.reason or "no reason recorded"
         if t.permission_denials:
             why = status.denials_text(t) + (f"; {why}" if why else "")
+        # One line each: a reason may be a command's whole output (`--json` keeps all of it).
+        why = _cut(" ".join(why.split()), 400)
         found.append((t, why, t.log if t.log and t.state in ("failed", "setup_failed") else None))
     return found
 
