@@ -18,16 +18,14 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from parallel_setup.fake_github import FakeGitHub
-from tests.e2e.permissions_e2e_test import TASKS, Model, plan_yaml
-from tests.support.claude_cli import claude_bin, claude_env, install_plugin
-from tests.support.git import make_repo
+from tests.e2e.permissions_e2e_test import TASKS, Model, e2e_project
+from tests.support.claude_cli import as_a_user, claude_bin, claude_env
 from tests.support.github import requires_gh
 from tests.support.messages_api import MessagesAPIServer
 
@@ -61,15 +59,9 @@ class Terminal:
 def interactive_run(tmp_path: Path, plugin_copy: Path, *, opt_in: bool, answer_dialogs: bool):
     """Type /parallel:execute e2e; with ``answer_dialogs`` answer each dialog "1. Yes". Returns
     (every dialog seen, the task states, the last screen)."""
-    project = make_repo(tmp_path / "widgets")
-    (project / ".parallel" / "plans").mkdir(parents=True)
-    (project / ".parallel" / "plans" / "e2e.yaml").write_text(plan_yaml())
-    cli = [sys.executable, str(plugin_copy / "scripts" / "parallel-setup"), "-C", str(project)]
-    if opt_in:
-        on = subprocess.run(cli + ["permissions", "on"], capture_output=True, text=True)
-        assert on.returncode == 0, on.stderr
+    project = e2e_project(tmp_path)
     home = tmp_path / "home"
-    install_plugin(plugin_copy, home)
+    cli = as_a_user(plugin_copy, project, home, opt_in=opt_in)
     config = home / ".claude.json"  # a user past onboarding who trusts this folder and the API key
     data = json.loads(config.read_text()) if config.exists() else {}
     data.update(hasCompletedOnboarding=True, theme="dark", customApiKeyResponses={"approved": ["test"], "rejected": []})

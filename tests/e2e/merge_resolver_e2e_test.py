@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from parallel_setup import merge
 from tests.support import merge_run
-from tests.support.claude_cli import install_plugin, run_claude
+from tests.support.claude_cli import as_a_user, run_claude
 from tests.support.git import git
 from tests.support.messages_api import MessagesAPIServer, agent_call, first_user_text, is_subagent, text, \
     tool_results, tool_use
@@ -78,12 +76,8 @@ class Model:
 
 def run_merge(tmp_path: Path, plugin_copy: Path, *, opt_in: bool):
     run = merge_run.build(tmp_path, tasks=CONFLICT)
-    cli = [sys.executable, str(plugin_copy / "scripts" / "parallel-setup"), "-C", str(run.project)]
-    if opt_in:
-        on = subprocess.run(cli + ["permissions", "on"], capture_output=True, text=True)
-        assert on.returncode == 0, on.stderr
     home = tmp_path / "home"
-    install_plugin(plugin_copy, home)
+    as_a_user(plugin_copy, run.project, home, opt_in=opt_in)
     with MessagesAPIServer(Model()) as api:
         proc = run_claude("/parallel:merge --no-fetch", cwd=run.project, plugin_dir=None, api_url=api.url,
                           home=home, timeout=300, permission_mode="default")

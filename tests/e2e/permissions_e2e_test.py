@@ -17,13 +17,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from parallel_setup.fake_github import FakeGitHub
-from tests.support.claude_cli import install_plugin, run_claude
+from tests.support.claude_cli import as_a_user, run_claude
 from tests.support.git import git, make_repo
 from tests.support.github import requires_gh
 from tests.support.messages_api import MessagesAPIServer, agent_call, first_user_text, is_subagent, text, \
@@ -132,18 +131,20 @@ class Model:
         return f"Finished {task}.\n```json\n{json.dumps(body)}\n```"
 
 
-def run_mode(tmp_path: Path, plugin_copy: Path, permission_mode: str, *, opt_in: bool, outside: bool = False,
-             setup_command=None, foreground: bool = False):
+def e2e_project(tmp_path: Path) -> Path:
+    """A repository with a bare origin and the saved plan ``e2e`` (two tasks, GitHub issues)."""
     project = make_repo(tmp_path / "widgets")
     plans = project / ".parallel" / "plans"
     plans.mkdir(parents=True)
     (plans / "e2e.yaml").write_text(plan_yaml())
-    cli = [sys.executable, str(plugin_copy / "scripts" / "parallel-setup"), "-C", str(project)]
-    if opt_in:
-        on = subprocess.run(cli + ["permissions", "on"], capture_output=True, text=True)
-        assert on.returncode == 0, on.stderr
+    return project
+
+
+def run_mode(tmp_path: Path, plugin_copy: Path, permission_mode: str, *, opt_in: bool, outside: bool = False,
+             setup_command=None, foreground: bool = False):
+    project = e2e_project(tmp_path)
     home = tmp_path / "home"
-    install_plugin(plugin_copy, home)
+    cli = as_a_user(plugin_copy, project, home, opt_in=opt_in)
     with FakeGitHub() as gh, MessagesAPIServer(Model(outside, setup_command, foreground)) as api:
         env = gh.gh_variables(config_dir=str(tmp_path / "gh-config"))
         env.update(NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")

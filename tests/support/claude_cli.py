@@ -221,3 +221,17 @@ def install_plugin(plugin_dir: os.PathLike | str, home: os.PathLike | str, *, ti
         if proc.returncode != 0:
             raise AssertionError(f"claude {' '.join(step)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return ref
+
+
+def as_a_user(plugin_dir: os.PathLike | str, project: os.PathLike | str, home: os.PathLike | str, *,
+              opt_in: bool) -> list:
+    """A user's setup for an end-to-end run: ``parallel-setup permissions on`` in ``project`` when
+    ``opt_in``, and the plugin installed from its marketplace into ``home``. Returns the CLI
+    command (``python3 <plugin>/scripts/parallel-setup -C <project>``) for the test's own calls."""
+    import sys
+    cli = [sys.executable, str(Path(plugin_dir) / "scripts" / "parallel-setup"), "-C", str(project)]
+    if opt_in:
+        on = subprocess.run(cli + ["permissions", "on"], capture_output=True, text=True)
+        assert on.returncode == 0, on.stderr
+    install_plugin(plugin_dir, home)
+    return cli
