@@ -39,7 +39,8 @@ class Trash:
             os.rename(path, self.root / f"{self.count:05d}-{path.name}")
         except OSError:  # another file system, or the name is taken: remove it now
             shutil.rmtree(path, ignore_errors=True)
-        if self.free_bytes() is not None and self.free_bytes() < self.min_free_bytes:
+        free = self.free_bytes()
+        if free is not None and free < self.min_free_bytes:
             self.emptied_early += 1
             self.empty()
 
