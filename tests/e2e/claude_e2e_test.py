@@ -25,7 +25,7 @@ from tests.support.git import git, make_repo
 from tests.support.github import requires_gh
 from tests.support.messages_api import (
     MessagesAPIServer,
-    agent_call,
+    printed_agent_calls,
     first_user_text,
     is_subagent,
     text,
@@ -84,13 +84,8 @@ class Script:
             return [tool_use("Bash", {"command": f'"{m.group(1)}" execute e2e{args}',
                                       "description": "Create the parallel run"})]
         if not any(r["name"] in ("Agent", "Task") for r in results):
-            calls = _json_lines(results[-1]["content"], '"subagent_type"')
-            if not calls:
-                return [text("MAIN-NO-CALLS: " + results[-1]["content"][:2000])]
-            return [agent_call(c["prompt"], description=c["description"], subagent_type=c["subagent_type"],
-                               **({"run_in_background": c["run_in_background"]}
-                                  if "run_in_background" in c else {}))
-                    for c in calls]
+            calls = printed_agent_calls(results[-1]["content"])
+            return calls or [text("MAIN-NO-CALLS: " + results[-1]["content"][:2000])]
         return [text("MAIN-ACK")]
 
     def subagent(self, req: dict):

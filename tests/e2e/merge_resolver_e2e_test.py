@@ -22,8 +22,8 @@ from parallel_setup import merge
 from tests.support import merge_run
 from tests.support.claude_cli import as_a_user, run_claude
 from tests.support.git import git
-from tests.support.messages_api import MessagesAPIServer, agent_call, first_user_text, is_subagent, text, \
-    tool_results, tool_use
+from tests.support.messages_api import MessagesAPIServer, first_user_text, is_subagent, printed_agent_calls, \
+    text, tool_results, tool_use
 
 CONFLICT = [t for t in merge_run.PLAN_TASKS if t[0] in ("alpha", "conf-red", "conf-green")]
 RESOLVED = "color=red-green\nsize=10\n"
@@ -45,12 +45,9 @@ class Model:
             return train
         last = results[-1]
         if last["name"] == "Bash" and '"subagent_type"' in last["content"]:  # stopped: the resolver's call
-            calls = [json.loads(line) for line in last["content"].splitlines()
-                     if line.startswith("{") and '"subagent_type"' in line]
+            calls = printed_agent_calls(last["content"])
             if calls and not any(r["name"] == "Agent" for r in results):
-                c = calls[-1]
-                return [agent_call(c["prompt"], description=c["description"], subagent_type=c["subagent_type"],
-                                   run_in_background=c.get("run_in_background"))]
+                return calls[-1:]
         if last["name"] == "Agent":
             return train  # the resolver finished: the train verifies its work and continues
         return [text("MAIN-DONE")]

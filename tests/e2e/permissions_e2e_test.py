@@ -25,8 +25,8 @@ from parallel_setup.fake_github import FakeGitHub
 from tests.support.claude_cli import as_a_user, run_claude
 from tests.support.git import git, make_repo
 from tests.support.github import requires_gh
-from tests.support.messages_api import MessagesAPIServer, agent_call, first_user_text, is_subagent, text, \
-    tool_results, tool_use
+from tests.support.messages_api import MessagesAPIServer, first_user_text, is_subagent, printed_agent_calls, \
+    text, tool_results, tool_use
 
 REPO = "github.localhost/acme/widgets"
 TASKS = ("alpha", "beta")
@@ -76,12 +76,8 @@ class Model:
             args = " --foreground" if self.foreground else ""
             return [tool_use("Bash", {"command": f'"{m.group(1)}" execute e2e{args}', "description": "Create the run"})]
         if not any(r["name"] == "Agent" for r in results):
-            calls = [json.loads(line) for line in results[-1]["content"].splitlines()
-                     if line.startswith("{") and '"subagent_type"' in line]
-            if not calls:
-                return [text("MAIN-NO-CALLS: " + results[-1]["content"][:3000])]
-            return [agent_call(c["prompt"], description=c["description"], subagent_type=c["subagent_type"],
-                               run_in_background=c.get("run_in_background")) for c in calls]
+            calls = printed_agent_calls(results[-1]["content"])
+            return calls or [text("MAIN-NO-CALLS: " + results[-1]["content"][:3000])]
         return [text("MAIN-ACK")]
 
     def subagent(self, req: dict):

@@ -90,6 +90,23 @@ def agent_call(
     return tool_use("Agent", inp)
 
 
+def printed_agent_calls(output: str) -> list[Block]:
+    """The Agent calls a command printed, one JSON line each (``execute``'s spawn list, ``merge``'s
+    resolver), as the main agent sends them."""
+    calls = []
+    for line in output.splitlines():
+        line = line.strip()
+        if not (line.startswith("{") and '"subagent_type"' in line):
+            continue
+        try:
+            c = json.loads(line)
+        except ValueError:
+            continue
+        calls.append(agent_call(c["prompt"], description=c["description"], subagent_type=c["subagent_type"],
+                                run_in_background=c.get("run_in_background")))
+    return calls
+
+
 # --------------------------------------------------------------------------- request helpers
 
 
