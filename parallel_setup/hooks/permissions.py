@@ -243,7 +243,8 @@ def resolver_scope(ctx: Ctx, agent_id: str):
     worktree = data.get("worktree")
     real = worktree_real(ctx, worktree)
     # Only the train's own worktree, worktrees/merge-<run> of this project (as merge.py makes it).
-    if real is None or real != join(os.path.realpath(ctx.project), "worktrees", f"merge-{run}"):
+    from ..paths import WORKTREES_DIRNAME  # only for a resolver's call: plain calls never import pathlib
+    if real is None or real != join(os.path.realpath(ctx.project), WORKTREES_DIRNAME, f"merge-{run}"):
         return None
     tests = data.get("tests") if isinstance(data.get("tests"), list) else []
     return {"run": run, "task": name, "worktree": worktree, "real": real, "branch": None, "issue": None,
